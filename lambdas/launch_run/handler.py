@@ -1,0 +1,73 @@
+"""Launch function: resolve a run inside the workflow, or start the workflow for a request.
+
+Events:
+    ``{"request": {...}, "execution_name": "..."}`` (from the state machine) -> the resolved run.
+    ``{"action": "start", "request": {...}}`` (from people or tools) -> the started execution.
+Invalid requests raise ``RunRequestInvalid``; its message lists every ``field: rule``.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any, Literal
+
+import boto3
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.utilities.parser import event_parser
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel, ConfigDict
+
+from launch_run import logic
+from runspec.request import RunRequestError
+from runspec.settings import PlatformSettings
+
+logger = Logger(service="launch-run")
+tracer = Tracer(service="launch-run")
+
+
+class RunRequestInvalid(Exception):  # noqa: N818 - the error name Step Functions shows and catches
+    """The run request is invalid; nothing was started."""
+
+
+class LaunchEvent(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["resolve", "start"] = "resolve"
+    request: dict[str, Any] | None = None
+    execution_name: str | None = None
+
+
+@functools.cache
+def _client(service: str) -> Any:
+    return boto3.client(service)
+
+
+@event_parser(model=LaunchEvent)
+@logger.inject_lambda_context(log_event=False)
+@tracer.capture_lambda_handler
+def handler(event: LaunchEvent, context: LambdaContext) -> dict[str, Any]:
+    settings = PlatformSettings.from_env(os.environ)
+    try:
+        if event.action == "start":
+            result = logic.start_run(
+                event.request,
+                settings,
+                sfn=_client("stepfunctions"),
+                s3=_client("s3"),
+                ecr=_client("ecr"),
+            )
+            logger.info("run started", extra=result)
+            return result
+        run = logic.resolve_run(
+            event.request,
+            settings,
+            execution_name=event.execution_name,
+            s3=_client("s3"),
+            ecr=_client("ecr"),
+        )
+    except RunRequestError as error:
+        logger.warning("invalid run request", extra={"problems": error.problems})
+        raise RunRequestInvalid("; ".join(error.problems)) from None
+    logger.info("run resolved", extra={"run_id": run["run_id"]})
+    return run

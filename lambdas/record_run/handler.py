@@ -1,0 +1,56 @@
+"""Record function: one milestone of a run into SageMaker Experiments and the S3 run record.
+
+Event: ``{"milestone": "...", "run": {...} | null, "execution_name": "...", ...details}``.
+For ``trained`` it returns the job's metrics, the gate inputs and the model package metadata.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger, Tracer
+from aws_lambda_powertools.utilities.parser import event_parser
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel, ConfigDict
+
+from record_run import logic
+
+logger = Logger(service="record-run")
+tracer = Tracer(service="record-run")
+
+
+class RecordEvent(BaseModel):
+    # Details vary by milestone (training, evaluation, error, ...): kept as given.
+    model_config = ConfigDict(extra="allow")
+
+    milestone: logic.Milestone
+    run: dict[str, Any] | None = None
+    execution_name: str | None = None
+
+
+@functools.cache
+def _clients() -> logic.Clients:
+    return logic.Clients(sagemaker=boto3.client("sagemaker"), s3=boto3.client("s3"))
+
+
+@event_parser(model=RecordEvent)
+@logger.inject_lambda_context(log_event=False)
+@tracer.capture_lambda_handler
+def handler(event: RecordEvent, context: LambdaContext) -> dict[str, Any]:
+    details = dict(event.model_extra or {})
+    result = logic.record_milestone(
+        _clients(),
+        artifacts_bucket=os.environ["FT_ARTIFACTS_BUCKET"],
+        milestone=event.milestone,
+        run=event.run,
+        details=details,
+        execution_name=event.execution_name,
+    )
+    logger.info(
+        "milestone recorded",
+        extra={"milestone": event.milestone, "run_id": (event.run or {}).get("run_id")},
+    )
+    return result

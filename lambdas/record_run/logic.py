@@ -1,0 +1,344 @@
+"""Record a run's milestones in SageMaker Experiments and in a JSON run record in S3.
+
+Experiments holds the AWS-native lineage: an experiment per project experiment, a trial per run,
+the training job's own trial component associated with it, and a "run" trial component carrying
+parameters, dataset and image versions (inputs), model, package and endpoint (outputs), the gate
+decision and final metrics. ``runs/<run_id>/run.json`` in the artifacts bucket keeps the whole
+story (request, resolution, every milestone with its time) so that nothing is lost on failure and
+tools can list runs cheaply.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any, Literal
+
+__all__ = [
+    "EVALUATION_METRICS",
+    "Milestone",
+    "best_approved_metric",
+    "gate_reason",
+    "record_milestone",
+    "training_metrics",
+]
+
+Milestone = Literal[
+    "started", "trained", "rejected", "registered", "deployed", "completed", "failed"
+]
+#: Metrics whose lower value is better; the gate compares on one of them.
+EVALUATION_METRICS = ("eval_loss", "perplexity")
+RUNS_PREFIX = "runs"
+#: SageMaker Experiments limits.
+_MESSAGE_LIMIT = 3000
+_ARTIFACT_VALUE_LIMIT = 2048
+_PARAMETER_STRING_LIMIT = 2500
+
+
+@dataclass(frozen=True)
+class Clients:
+    sagemaker: Any
+    s3: Any
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def run_component_name(run: dict[str, Any]) -> str:
+    return f"{run['trial_name']}-run"
+
+
+def training_component_name(run: dict[str, Any]) -> str:
+    """The trial component SageMaker creates for a training job that carries ExperimentConfig."""
+    return f"{run['training_job_name']}-aws-training-job"
+
+
+def training_metrics(sagemaker: Any, training_job_name: str) -> dict[str, float]:
+    """Final metric values of the job (from its MetricDefinitions), by name."""
+    job = sagemaker.describe_training_job(TrainingJobName=training_job_name)
+    return {m["MetricName"]: float(m["Value"]) for m in job.get("FinalMetricDataList", [])}
+
+
+def best_approved_metric(
+    sagemaker: Any, group: str, metric: str
+) -> tuple[float | None, str | None]:
+    """The best (lowest) ``metric`` among the group's Approved packages, and that package."""
+    best: tuple[float | None, str | None] = (None, None)
+    paginator = sagemaker.get_paginator("list_model_packages")
+    for page in paginator.paginate(
+        ModelPackageGroupName=group, ModelApprovalStatus="Approved", SortBy="CreationTime"
+    ):
+        for summary in page.get("ModelPackageSummaryList", []):
+            arn = summary["ModelPackageArn"]
+            package = sagemaker.describe_model_package(ModelPackageName=arn)
+            raw = package.get("CustomerMetadataProperties", {}).get(metric)
+            if raw is None:
+                continue
+            value = float(raw)
+            if best[0] is None or value < best[0]:
+                best = (value, arn)
+    return best
+
+
+def gate_reason(evaluation: dict[str, Any]) -> tuple[bool, str]:
+    """The gate's decision in words (the state machine's Choice makes the same decision)."""
+    metric, value = evaluation["metric"], evaluation.get("value")
+    if value is None:
+        return False, f"the training job reported no {metric}"
+    threshold = evaluation.get("threshold")
+    if threshold is not None and value > threshold:
+        return False, f"{metric} {value:.4g} is above the threshold {threshold:.4g}"
+    best = evaluation.get("best_approved_value")
+    if evaluation.get("must_beat_best_approved") and best is not None and value >= best:
+        return False, f"{metric} {value:.4g} does not beat the best approved model ({best:.4g})"
+    return True, f"{metric} {value:.4g} passed the gate"
+
+
+def record_milestone(
+    clients: Clients,
+    *,
+    artifacts_bucket: str,
+    milestone: Milestone,
+    run: dict[str, Any] | None,
+    details: dict[str, Any],
+    execution_name: str | None = None,
+) -> dict[str, Any]:
+    """Record ``milestone`` and return what the workflow needs next (metrics for the gate)."""
+    if run is None:
+        # The request never became a run (Launch failed): keep the failure, keyed by execution.
+        _write_json(
+            clients.s3,
+            artifacts_bucket,
+            f"{RUNS_PREFIX}/_invalid/{execution_name or 'unknown'}.json",
+            {"milestone": milestone, "at": now().isoformat(), **details},
+        )
+        return {"recorded": milestone}
+
+    result: dict[str, Any] = {"recorded": milestone}
+    if milestone == "started":
+        _start(clients.sagemaker, run)
+    elif milestone == "trained":
+        result.update(_trained(clients, artifacts_bucket, run, details))
+        details = {**details, **result}
+    elif milestone == "failed":
+        _update_component(
+            clients.sagemaker, run, status="Failed", message=_failure_message(details)
+        )
+    else:
+        _other(clients.sagemaker, run, milestone, details)
+    _append_to_record(clients.s3, artifacts_bucket, run, milestone, details)
+    return result
+
+
+def _start(sagemaker: Any, run: dict[str, Any]) -> None:
+    experiment = run["experiment_name"]
+    _create_if_missing(
+        lambda: sagemaker.create_experiment(
+            ExperimentName=experiment,
+            Description="LLM fine-tuning runs of the platform",
+        )
+    )
+    _create_if_missing(
+        lambda: sagemaker.create_trial(
+            TrialName=run["trial_name"],
+            ExperimentName=experiment,
+            DisplayName=run["run_id"],
+        )
+    )
+    component = run_component_name(run)
+    _create_if_missing(
+        lambda: sagemaker.create_trial_component(
+            TrialComponentName=component,
+            DisplayName="run",
+            Status={"PrimaryStatus": "InProgress", "Message": "training"},
+            StartTime=now(),
+            Parameters=_run_parameters(run),
+            InputArtifacts=_input_artifacts(run),
+        )
+    )
+    _create_if_missing(
+        lambda: sagemaker.associate_trial_component(
+            TrialComponentName=component, TrialName=run["trial_name"]
+        )
+    )
+
+
+def _trained(
+    clients: Clients, artifacts_bucket: str, run: dict[str, Any], details: dict[str, Any]
+) -> dict[str, Any]:
+    sagemaker = clients.sagemaker
+    metrics = training_metrics(sagemaker, run["training_job_name"])
+    gate = run["evaluation"]
+    best_value, best_package = (None, None)
+    if gate.get("must_beat_best_approved"):
+        best_value, best_package = best_approved_metric(
+            sagemaker, run["registration"]["model_package_group"], gate["metric"]
+        )
+    evaluation = {
+        **gate,
+        "value": metrics.get(gate["metric"]),
+        "best_approved_value": best_value,
+        "best_approved_package": best_package,
+    }
+    passed, reason = gate_reason(evaluation)
+    evaluation.update({"passed": passed, "reason": reason})
+
+    model_uri = details.get("training", {}).get("model_artifacts")
+    metrics_key = f"{RUNS_PREFIX}/{run['run_id']}/evaluation.json"
+    _write_json(clients.s3, artifacts_bucket, metrics_key, {"metrics": metrics, "gate": evaluation})
+    # Associating is idempotent; on SageMaker the job's component already belongs to the trial.
+    _create_if_missing(
+        lambda: sagemaker.associate_trial_component(
+            TrialComponentName=training_component_name(run), TrialName=run["trial_name"]
+        ),
+        missing_ok=True,
+    )
+    parameters: dict[str, Any] = {
+        name: {"NumberValue": value} for name, value in metrics.items()
+    }
+    parameters["gate_passed"] = {"StringValue": str(passed).lower()}
+    parameters["gate_reason"] = {"StringValue": reason[:_PARAMETER_STRING_LIMIT]}
+    outputs = {"model": {"Value": str(model_uri)[:_ARTIFACT_VALUE_LIMIT]}} if model_uri else {}
+    _update_component(sagemaker, run, parameters=parameters, outputs=outputs)
+    return {
+        "metrics": metrics,
+        "evaluation": evaluation,
+        "model_metrics_s3_uri": f"s3://{artifacts_bucket}/{metrics_key}",
+        "package_metadata": _package_metadata(run, metrics),
+    }
+
+
+def _other(sagemaker: Any, run: dict[str, Any], milestone: str, details: dict[str, Any]) -> None:
+    if milestone == "rejected":
+        reason = details.get("evaluation", {}).get("reason", "rejected by the evaluation gate")
+        _update_component(sagemaker, run, status="Completed", message=f"rejected: {reason}")
+    elif milestone == "registered":
+        arn = str(details.get("model_package_arn", ""))
+        _update_component(sagemaker, run, outputs={"model_package": {"Value": arn}})
+    elif milestone == "deployed":
+        endpoint = str(details.get("endpoint_name", ""))
+        _update_component(sagemaker, run, outputs={"endpoint": {"Value": endpoint}})
+    elif milestone == "completed":
+        _update_component(sagemaker, run, status="Completed", message=details.get("summary", ""))
+
+
+def _update_component(
+    sagemaker: Any,
+    run: dict[str, Any],
+    *,
+    status: str | None = None,
+    message: str = "",
+    parameters: dict[str, Any] | None = None,
+    outputs: dict[str, Any] | None = None,
+) -> None:
+    arguments: dict[str, Any] = {"TrialComponentName": run_component_name(run)}
+    if status is not None:
+        arguments["Status"] = {"PrimaryStatus": status, "Message": message[:_MESSAGE_LIMIT]}
+        arguments["EndTime"] = now()
+    if parameters:
+        arguments["Parameters"] = parameters
+    if outputs:
+        arguments["OutputArtifacts"] = outputs
+    sagemaker.update_trial_component(**arguments)
+
+
+def _run_parameters(run: dict[str, Any]) -> dict[str, Any]:
+    training = run["training"]
+    parameters: dict[str, Any] = {
+        "run_id": {"StringValue": run["run_id"]},
+        "base_model": {"StringValue": run["base_model"]},
+        "training_option": {"StringValue": run["image"]["option"]},
+        "instance_type": {"StringValue": training["instance_type"]},
+        "instance_count": {"NumberValue": training["instance_count"]},
+        "spot": {"StringValue": str(training["spot"]).lower()},
+    }
+    for name, value in training["hyperparameters"].items():
+        if name.startswith("sagemaker_") or name == "model_id":
+            continue
+        try:
+            parameters[f"hp.{name}"] = {"NumberValue": float(value)}
+        except ValueError:
+            parameters[f"hp.{name}"] = {"StringValue": value[:_PARAMETER_STRING_LIMIT]}
+    return parameters
+
+
+def _input_artifacts(run: dict[str, Any]) -> dict[str, Any]:
+    artifacts: dict[str, Any] = {}
+    for name, dataset in run["datasets"].items():
+        objects = dataset["objects"]
+        if len(objects) == 1 and not dataset["uri"].endswith("/"):
+            version = objects[0].get("version_id")
+            value = dataset["uri"] + (f"?versionId={version}" if version else "")
+        else:
+            # A prefix: the URI plus a digest of every pinned (key, version, etag).
+            pinned = json.dumps(objects, sort_keys=True).encode()
+            value = f"{dataset['uri']}#sha256={hashlib.sha256(pinned).hexdigest()}"
+        artifacts[f"dataset-{name}"] = {
+            "Value": value[:_ARTIFACT_VALUE_LIMIT],
+            "MediaType": "application/jsonlines",
+        }
+    image = run["image"]
+    artifacts["training-image"] = {"Value": image["uri"][:_ARTIFACT_VALUE_LIMIT]}
+    if image.get("source_s3_uri"):
+        artifacts["training-source"] = {"Value": image["source_s3_uri"]}
+    return artifacts
+
+
+def _package_metadata(run: dict[str, Any], metrics: dict[str, float]) -> dict[str, str]:
+    """CustomerMetadataProperties of the model package: lineage at a glance, and the metric
+    values later runs compare against."""
+    metadata = {
+        "run_id": run["run_id"],
+        "training_job": run["training_job_name"],
+        "base_model": run["base_model"][:256],
+        "training_image": run["image"]["uri"][:256],
+    }
+    for name in (*EVALUATION_METRICS, "train_loss"):
+        if name in metrics:
+            metadata[name] = repr(metrics[name])
+    return metadata
+
+
+def _failure_message(details: dict[str, Any]) -> str:
+    error = details.get("error") or {}
+    return f"{error.get('Error', 'Error')}: {error.get('Cause', '')}"
+
+
+def _append_to_record(
+    s3: Any, bucket: str, run: dict[str, Any], milestone: str, details: dict[str, Any]
+) -> None:
+    key = f"{RUNS_PREFIX}/{run['run_id']}/run.json"
+    try:
+        record = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except s3.exceptions.NoSuchKey:
+        record = {"run_id": run["run_id"], "run": run, "milestones": []}
+    record["status"] = milestone
+    record["updated_at"] = now().isoformat()
+    record["milestones"].append({"milestone": milestone, "at": record["updated_at"], **details})
+    _write_json(s3, bucket, key, record)
+
+
+def _write_json(s3: Any, bucket: str, key: str, document: dict[str, Any]) -> None:
+    s3.put_object(
+        Bucket=bucket,
+        Key=key,
+        Body=json.dumps(document, indent=2, default=str).encode(),
+        ContentType="application/json",
+    )
+
+
+def _create_if_missing(call: Any, *, missing_ok: bool = False) -> None:
+    """Run a create/associate call; an existing resource is fine (milestones may be retried).
+    With ``missing_ok``, a resource that does not exist yet is fine too."""
+    try:
+        call()
+    except Exception as error:  # botocore ClientError; its class is per-client
+        message = str(error)
+        if "already exists" in message or "ResourceInUse" in message:
+            return
+        if missing_ok and ("ResourceNotFound" in message or "does not exist" in message):
+            return
+        raise

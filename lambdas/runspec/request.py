@@ -1,0 +1,309 @@
+"""The run request: what a user asks the fine-tuning workflow to do (schema version 1).
+
+One schema, three callers: the launch Lambda validates every execution's input with it, the CLI
+validates run files before anything is started, and the tests generate requests from it. Every
+field has a documented default, so ``{}`` is a valid request. Unknown fields are errors, never
+dropped; every error names the field (``training.instance_type``) and the rule it broke.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Dataset",
+    "Deployment",
+    "Evaluation",
+    "Hyperparameters",
+    "RunRequest",
+    "RunRequestError",
+    "Training",
+    "parse_run_request",
+]
+
+SCHEMA_VERSION = 1
+
+#: SageMaker resource names: alphanumerics and hyphens, no leading/trailing hyphen.
+_NAME = r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$"
+S3_URI = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])/(?P<key>.*)$")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]{0,95}/[\w.\-]{1,96}$")
+
+DEFAULT_BASE_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
+
+
+class RunRequestError(ValueError):
+    """A run request is invalid. ``problems`` holds one ``field: rule`` line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+def _instance(value: str | None) -> str | None:
+    if value is not None and not re.match(r"^ml\.[a-z0-9]+\.[a-z0-9]+$", value):
+        raise ValueError(f"{value!r} is not a SageMaker instance type like ml.g5.2xlarge")
+    return value
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class Dataset(_Section):
+    """Training data in the platform's datasets bucket: a JSONL object or a prefix ending in '/'."""
+
+    train: str
+    validation: str | None = None
+
+    @field_validator("train", "validation")
+    @classmethod
+    def _s3_uri(cls, value: str | None) -> str | None:
+        if value is not None:
+            match = S3_URI.match(value)
+            if not match or not match.group("key"):
+                raise ValueError(f"{value!r} is not an s3://bucket/key URI")
+        return value
+
+
+class Training(_Section):
+    """Where and how the training job runs."""
+
+    #: ``custom-image``: the platform's own image (everything baked in, works without internet).
+    #: ``script-mode``: the AWS Hugging Face training container with training_code/ as the script
+    #: (installs training_code/requirements.txt at start: needs internet egress).
+    option: Literal["custom-image", "script-mode"] = "custom-image"
+    #: None: the platform's configured default.
+    instance_type: str | None = None
+    instance_count: Annotated[int, Field(ge=1, le=16)] = 1
+    #: Managed spot training: typically 60-70 % cheaper, restarts resume from checkpoints.
+    spot: bool = True
+    #: SageMaker's ceiling is 28 days.
+    max_runtime_hours: Annotated[float, Field(gt=0, le=672)] = 24.0
+    #: Spot only: how long to wait for capacity plus run; default twice max_runtime_hours.
+    max_wait_hours: Annotated[float, Field(gt=0, le=672)] | None = None
+    volume_size_gb: Annotated[int, Field(ge=30, le=16384)] = 200
+
+    _instance_type = field_validator("instance_type")(classmethod(lambda cls, v: _instance(v)))
+
+    @model_validator(mode="after")
+    def _spot_wait(self) -> Training:
+        if self.max_wait_hours is not None:
+            if not self.spot:
+                raise ValueError("max_wait_hours applies to spot training only (spot: true)")
+            if self.max_wait_hours <= self.max_runtime_hours:
+                raise ValueError(
+                    f"max_wait_hours ({self.max_wait_hours:g}) must be greater than "
+                    f"max_runtime_hours ({self.max_runtime_hours:g})"
+                )
+        return self
+
+    @property
+    def max_wait_seconds(self) -> int | None:
+        if not self.spot:
+            return None
+        hours = self.max_wait_hours or min(2 * self.max_runtime_hours, 672.0)
+        return int(hours * 3600)
+
+    @property
+    def max_runtime_seconds(self) -> int:
+        return int(self.max_runtime_hours * 3600)
+
+
+_LR_SCHEDULERS = Literal[
+    "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"
+]
+Tristate = bool | Literal["auto"]
+
+
+class Hyperparameters(_Section):
+    """Training hyperparameters; names and meanings are those of training_code/README.md.
+    Unset ones take the training code's defaults."""
+
+    method: Literal["lora", "qlora"] | None = None
+    epochs: Annotated[float, Field(gt=0, le=100)] | None = None
+    max_steps: Annotated[int, Field(ge=-1, le=10_000_000)] | None = None
+    learning_rate: Annotated[float, Field(gt=0, lt=1)] | None = None
+    per_device_train_batch_size: Annotated[int, Field(ge=1, le=512)] | None = None
+    per_device_eval_batch_size: Annotated[int, Field(ge=1, le=512)] | None = None
+    gradient_accumulation_steps: Annotated[int, Field(ge=1, le=1024)] | None = None
+    max_seq_length: Annotated[int, Field(ge=16, le=131_072)] | None = None
+    lora_r: Annotated[int, Field(ge=1, le=1024)] | None = None
+    lora_alpha: Annotated[int, Field(ge=1, le=4096)] | None = None
+    lora_dropout: Annotated[float, Field(ge=0, lt=1)] | None = None
+    lora_target_modules: Literal["all-linear"] | list[str] | None = None
+    packing: bool | None = None
+    bf16: Tristate | None = None
+    gradient_checkpointing: Tristate | None = None
+    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] | None = None
+    lr_scheduler_type: _LR_SCHEDULERS | None = None
+    weight_decay: Annotated[float, Field(ge=0, le=1)] | None = None
+    max_grad_norm: Annotated[float, Field(ge=0)] | None = None
+    validation_split: Annotated[float, Field(ge=0, lt=0.5)] | None = None
+    logging_steps: Annotated[int, Field(ge=1)] | None = None
+    eval_steps: Annotated[int, Field(ge=0)] | None = None
+    save_steps: Annotated[int, Field(ge=0)] | None = None
+    save_total_limit: Annotated[int, Field(ge=1, le=100)] | None = None
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = None
+    merge_adapter: bool | None = None
+    trust_remote_code: bool | None = None
+
+    @field_validator("lora_target_modules")
+    @classmethod
+    def _modules(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("must name at least one module, or be 'all-linear'")
+            for name in value:
+                if not re.match(r"^[A-Za-z_][\w.]*$", name):
+                    raise ValueError(f"{name!r} is not a module name")
+        return value
+
+    def as_sagemaker_strings(self) -> dict[str, str]:
+        """The set hyperparameters as CreateTrainingJob takes them: every value a string,
+        booleans as ``True``/``False`` and lists as Python reprs (what the sagemaker-training
+        toolkit passes to the script)."""
+        out: dict[str, str] = {}
+        for name, value in self.model_dump(exclude_none=True).items():
+            out[name] = repr([str(v) for v in value]) if isinstance(value, list) else str(value)
+        return out
+
+
+class Evaluation(_Section):
+    """The gate a trained model must pass to be registered. Lower is better for both metrics."""
+
+    metric: Literal["eval_loss", "perplexity"] = "eval_loss"
+    #: Register only if metric <= threshold; None: no absolute threshold.
+    threshold: Annotated[float, Field(gt=0)] | None = None
+    #: Register only if strictly better than the best Approved model in the group.
+    must_beat_best_approved: bool = False
+
+
+class Deployment(_Section):
+    """Deploy the registered model to a real-time endpoint (only when its package is Approved)."""
+
+    enabled: bool = False
+    #: None: the platform's configured default.
+    instance_type: str | None = None
+    initial_instance_count: Annotated[int, Field(ge=1, le=10)] = 1
+    #: The endpoint is named ``<prefix>-<endpoint_name>`` (default ``<prefix>-<experiment_name>``);
+    #: reusing a name updates that endpoint in place.
+    endpoint_name: Annotated[str, Field(max_length=40, pattern=_NAME)] | None = None
+
+    _instance_type = field_validator("instance_type")(classmethod(lambda cls, v: _instance(v)))
+
+
+class RunRequest(_Section):
+    """A fine-tuning run. ``{}`` means: fine-tune the default base model on the default dataset
+    (``s3://<datasets bucket>/datasets/default/``) with LoRA on the default instance, gate on
+    eval loss, register, do not deploy."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    #: Optional; the run id is derived from it (or from the request's content when absent).
+    run_name: Annotated[str, Field(max_length=40, pattern=_NAME)] | None = None
+    experiment_name: Annotated[str, Field(min_length=1, max_length=24, pattern=_NAME)] = "default"
+    #: A Hugging Face Hub id (needs internet egress) or an s3:// folder in the datasets bucket
+    #: holding a saved model (config.json, weights, tokenizer).
+    base_model: str = DEFAULT_BASE_MODEL
+    #: Size hint for the memory estimate when the model id does not say (e.g. '8b').
+    model_parameters_billions: Annotated[float, Field(gt=0, le=2000)] | None = None
+    #: None: the platform's default dataset location.
+    dataset: Dataset | None = None
+    training: Training = Field(default_factory=Training)
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+    evaluation: Evaluation = Field(default_factory=Evaluation)
+    deployment: Deployment = Field(default_factory=Deployment)
+    #: Tags on the training job, model package, model and endpoint.
+    tags: Annotated[dict[str, str], Field(max_length=20)] = Field(default_factory=dict)
+
+    @field_validator("base_model")
+    @classmethod
+    def _base_model(cls, value: str) -> str:
+        if value.startswith("s3://"):
+            match = S3_URI.match(value)
+            if not match or not match.group("key") or not value.endswith("/"):
+                raise ValueError(f"{value!r} is not an s3://bucket/prefix/ folder (end it with /)")
+        elif not HUB_ID.match(value):
+            raise ValueError(f"{value!r} is neither a Hub id like 'org/name' nor an s3:// folder")
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, tag in value.items():
+            if not re.match(r"^[\w .:/=+\-@]{1,128}$", key) or key.lower().startswith("aws:"):
+                raise ValueError(f"tag key {key!r} is invalid (1-128 chars, not 'aws:')")
+            if not re.match(r"^[\w .:/=+\-@]{0,256}$", tag):
+                raise ValueError(f"tag value {tag!r} for {key!r} is invalid (0-256 chars)")
+        return value
+
+    @property
+    def method(self) -> str:
+        return self.hyperparameters.method or "lora"
+
+
+def parse_run_request(payload: object) -> RunRequest:
+    """Validate ``payload`` (a decoded JSON/YAML document) as a run request.
+
+    Raises RunRequestError with one ``field: rule`` line per problem.
+    """
+    if payload is None:
+        payload = {}
+    if not isinstance(payload, Mapping):
+        raise RunRequestError([f"(request): must be a JSON object, got {type(payload).__name__}"])
+    try:
+        return RunRequest.model_validate(dict(payload))
+    except ValidationError as error:
+        raise RunRequestError(_describe(error)) from None
+
+
+def _describe(error: ValidationError) -> list[str]:
+    by_field: dict[str, list[str]] = {}
+    for item in error.errors(include_url=False):
+        location = [str(part) for part in item["loc"]]
+        # Union members add their type name to the location; it means nothing to users.
+        location = [part for part in location if not _is_union_tag(part)]
+        field = ".".join(location) or "(request)"
+        if item["type"] == "extra_forbidden":
+            message = f"unknown field{_suggestion(location)}"
+        elif item["type"] == "string_pattern_mismatch":
+            message = (
+                f"{item['input']!r} must be letters, digits and single hyphens, starting and "
+                "ending with a letter or digit"
+            )
+        else:
+            message = str(item["msg"]).removeprefix("Value error, ")
+        messages = by_field.setdefault(field, [])
+        if message not in messages:
+            messages.append(message)
+    # A union field reports one message per member: say them as alternatives, on one line.
+    return [f"{field}: {'; or '.join(messages)}" for field, messages in sorted(by_field.items())]
+
+
+def _is_union_tag(part: str) -> bool:
+    return part in {"str", "int", "float", "bool", "list[str]", "none"} or part.startswith(
+        ("literal[", "constrained-", "function-")
+    )
+
+
+def _suggestion(location: list[str]) -> str:
+    model: type[BaseModel] = RunRequest
+    for part in location[:-1]:
+        annotation = model.model_fields[part].annotation if part in model.model_fields else None
+        candidates = [a for a in getattr(annotation, "__args__", (annotation,)) if _is_model(a)]
+        if not candidates:
+            return ""
+        model = candidates[0]
+    allowed = list(model.model_fields)
+    close = difflib.get_close_matches(location[-1], allowed, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f" (allowed: {', '.join(allowed)}){hint}"
+
+
+def _is_model(candidate: Any) -> bool:
+    return isinstance(candidate, type) and issubclass(candidate, BaseModel)

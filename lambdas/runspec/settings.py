@@ -1,0 +1,75 @@
+"""What the platform tells its Lambdas (and the local backend) through environment variables."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+
+__all__ = ["PlatformSettings", "SettingsError"]
+
+
+class SettingsError(RuntimeError):
+    """The function's environment is incomplete: a deployment problem, not a user error."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlatformSettings:
+    """Deployment facts the launch and record steps need. Read from ``FT_*`` variables."""
+
+    prefix: str
+    region: str
+    datasets_bucket: str
+    artifacts_bucket: str
+    state_machine_arn: str
+    #: The platform's training image in ECR (repository URI with tag).
+    custom_image_uri: str
+    #: The AWS Hugging Face training image (script mode) and the training_code/ tarball.
+    script_mode_image_uri: str
+    script_source_s3_uri: str
+    default_training_instance_type: str
+    allowed_training_instance_types: tuple[str, ...]
+    default_endpoint_instance_type: str
+    model_package_group: str
+    model_approval_status: str
+    internet_egress: bool
+    #: The MLflow App ARN, or "" when MLflow is off.
+    mlflow_tracking_arn: str = ""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> PlatformSettings:
+        values: dict[str, object] = {}
+        missing: list[str] = []
+        for f in fields(cls):
+            name = _variable(f.name)
+            if name not in environ:
+                if f.name == "mlflow_tracking_arn":
+                    continue
+                missing.append(name)
+                continue
+            raw = environ[name]
+            if f.name == "allowed_training_instance_types":
+                values[f.name] = tuple(json.loads(raw))
+            elif f.name == "internet_egress":
+                values[f.name] = raw.lower() == "true"
+            else:
+                values[f.name] = raw
+        if missing:
+            raise SettingsError(f"function environment lacks {', '.join(missing)}")
+        return cls(**values)  # type: ignore[arg-type]
+
+    def to_env(self) -> dict[str, str]:
+        """The environment variables that ``from_env`` reads back."""
+        out: dict[str, str] = {}
+        for name, value in asdict(self).items():
+            if isinstance(value, tuple):
+                out[_variable(name)] = json.dumps(list(value))
+            elif isinstance(value, bool):
+                out[_variable(name)] = "true" if value else "false"
+            else:
+                out[_variable(name)] = str(value)
+        return out
+
+
+def _variable(field_name: str) -> str:
+    return f"FT_{field_name.upper()}"
