@@ -104,7 +104,8 @@ def save_checkpoint(
         shutil.rmtree(target)
     target.mkdir(parents=True)
     adapter = {
-        k: v.detach().contiguous().cpu() for k, v in get_peft_model_state_dict(model).items()
+        k: v.detach().contiguous().cpu()
+        for k, v in get_peft_model_state_dict(model, save_embedding_layers=False).items()
     }
     save_file(adapter, str(target / ADAPTER_FILE))
     torch.save(optimizer.state_dict(), target / "optimizer.pt")

@@ -61,7 +61,8 @@ def save_adapter(model: Any, tokenizer: Any, base: BaseModel, target: Path) -> N
     """The LoRA adapter alone (+ tokenizer); its config names the base by reference."""
     target.mkdir(parents=True, exist_ok=True)
     model.peft_config["default"].base_model_name_or_path = base.reference
-    model.save_pretrained(target)
+    # Embeddings are not trained; "auto" would look the base up on the Hub to decide.
+    model.save_pretrained(target, save_embedding_layers=False)
     tokenizer.save_pretrained(target)
 
 

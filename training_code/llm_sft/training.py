@@ -229,7 +229,11 @@ def run_job(hp: Hyperparameters, paths: JobPaths) -> dict[str, Any]:
         from llm_sft.output import write_json
 
         write_json(paths.output_data_dir / EVALUATION_FILE, evaluation)
-        tracker.log_metrics({k: float(v) for k, v in final.items() if v is not None})
+        # Prefixed: the unprefixed series are per step, and the final train_loss is a mean.
+        tracker.log_metrics(
+            {f"final_{k}": float(v) for k, v in final.items() if v is not None},
+            step=result.global_step,
+        )
         tracker.log_dict(evaluation, EVALUATION_FILE)
         if hp.mlflow_log_model:
             tracker.log_model_folder(paths.model_dir)
