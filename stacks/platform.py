@@ -12,6 +12,7 @@ from stacks.data_stack import DataStack
 from stacks.network_stack import NetworkStack
 from stacks.studio_stack import StudioStack
 from stacks.tracking_stack import TrackingStack
+from stacks.workflow_stack import WorkflowStack
 
 
 @dataclass(frozen=True)
@@ -20,10 +21,11 @@ class Platform:
     network: NetworkStack
     tracking: TrackingStack
     studio: StudioStack
+    workflow: WorkflowStack
 
     @property
     def stacks(self) -> tuple[cdk.Stack, ...]:
-        return (self.data, self.network, self.tracking, self.studio)
+        return (self.data, self.network, self.tracking, self.studio, self.workflow)
 
 
 def build_platform(scope: Construct, config: PlatformConfig) -> Platform:
@@ -61,4 +63,17 @@ def build_platform(scope: Construct, config: PlatformConfig) -> Platform:
         mlflow_app_arn=tracking.mlflow_app_arn,
         **common,
     )
-    return Platform(data=data, network=network, tracking=tracking, studio=studio)
+    workflow = WorkflowStack(
+        scope,
+        "Workflow",
+        stack_name=config.stack_name("workflow"),
+        config=config,
+        network=network.network,
+        encryption_key=data.encryption_key,
+        datasets_bucket_name=data.datasets_bucket_name,
+        artifacts_bucket_name=data.artifacts_bucket_name,
+        model_package_group_name=tracking.model_package_group_name,
+        mlflow_app_arn=tracking.mlflow_app_arn,
+        **common,
+    )
+    return Platform(data=data, network=network, tracking=tracking, studio=studio, workflow=workflow)

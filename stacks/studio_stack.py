@@ -37,7 +37,10 @@ class StudioStack(cdk.Stack):
             self, "DatasetsBucket", bucket_name=datasets_bucket_name, encryption_key=encryption_key
         )
         artifacts_bucket = import_bucket(
-            self, "ArtifactsBucket", bucket_name=artifacts_bucket_name, encryption_key=encryption_key
+            self,
+            "ArtifactsBucket",
+            bucket_name=artifacts_bucket_name,
+            encryption_key=encryption_key,
         )
         self.execution_role = StudioExecutionRole(
             self,

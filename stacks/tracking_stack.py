@@ -34,7 +34,10 @@ class TrackingStack(cdk.Stack):
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         artifacts_bucket = import_bucket(
-            self, "ArtifactsBucket", bucket_name=artifacts_bucket_name, encryption_key=encryption_key
+            self,
+            "ArtifactsBucket",
+            bucket_name=artifacts_bucket_name,
+            encryption_key=encryption_key,
         )
         self.registry = ModelRegistry(
             self, "ModelRegistry", group_name=config.model_package_group_name

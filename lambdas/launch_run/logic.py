@@ -89,7 +89,9 @@ def _fit_problems(request: RunRequest, instance_type: str, region: str) -> list[
             or _TRAINING_DEFAULTS["per_device_train_batch_size"],
             lora_r=hp.lora_r or _TRAINING_DEFAULTS["lora_r"],
             gradient_checkpointing=(
-                None if hp.gradient_checkpointing in (None, "auto") else bool(hp.gradient_checkpointing)
+                None
+                if hp.gradient_checkpointing in (None, "auto")
+                else bool(hp.gradient_checkpointing)
             ),
             instance_count=request.training.instance_count,
             region=region,
@@ -122,7 +124,10 @@ def _deployment_problems(request: RunRequest, settings: PlatformSettings) -> lis
 def _dataset_uris(request: RunRequest, settings: PlatformSettings) -> list[tuple[str, str]]:
     if request.dataset is None:
         base = f"s3://{settings.datasets_bucket}/{DEFAULT_DATASET_PREFIX}"
-        return [("dataset.train", f"{base}/train.jsonl"), ("dataset.validation", f"{base}/validation.jsonl")]
+        return [
+            ("dataset.train", f"{base}/train.jsonl"),
+            ("dataset.validation", f"{base}/validation.jsonl"),
+        ]
     uris = [("dataset.train", request.dataset.train)]
     if request.dataset.validation:
         uris.append(("dataset.validation", request.dataset.validation))
@@ -157,7 +162,10 @@ def pin_channel(s3: Any, channel: _Channel, *, field: str) -> dict[str, Any]:
                     )
                 if len(objects) > MAX_OBJECTS_PER_CHANNEL:
                     raise RunRequestError(
-                        [f"{field}: {channel.uri!r} holds more than {MAX_OBJECTS_PER_CHANNEL} objects"]
+                        [
+                            f"{field}: {channel.uri!r} holds more than "
+                            f"{MAX_OBJECTS_PER_CHANNEL} objects"
+                        ]
                     )
         if not objects:
             raise RunRequestError([f"{field}: {channel.uri!r} holds no objects"])
@@ -244,9 +252,7 @@ def resolve_run(
                 "sagemaker_region": settings.region,
             }
         )
-    input_data_config = [
-        _s3_channel(name, dataset["uri"]) for name, dataset in datasets.items()
-    ]
+    input_data_config = [_s3_channel(name, dataset["uri"]) for name, dataset in datasets.items()]
     if request.base_model.startswith("s3://"):
         input_data_config.append(_s3_channel("model", request.base_model))
 
@@ -256,6 +262,7 @@ def resolve_run(
         stopping_condition["MaxWaitTimeInSeconds"] = training.max_wait_seconds
     deployment = request.deployment
     endpoint_suffix = deployment.endpoint_name or request.experiment_name
+    endpoint_instance_type = deployment.instance_type or settings.default_endpoint_instance_type
     tags = [{"Key": "ft:run-id", "Value": run_id}] + [
         {"Key": key, "Value": value} for key, value in sorted(request.tags.items())
     ]
@@ -302,11 +309,22 @@ def resolve_run(
             "endpoint_name": f"{settings.prefix}-{endpoint_suffix}",
             "model_name": resource_name,
             "endpoint_config_name": resource_name,
-            "instance_type": deployment.instance_type or settings.default_endpoint_instance_type,
+            "instance_type": endpoint_instance_type,
             "initial_instance_count": deployment.initial_instance_count,
+            # TGI shards the model over the instance's GPUs (SM_NUM_GPUS).
+            "gpus_per_instance": _gpus(endpoint_instance_type),
+            "poll_seconds": settings.endpoint_poll_seconds,
+            "max_polls": settings.endpoint_max_polls,
         },
         "tags": tags,
     }
+
+
+def _gpus(instance_type: str) -> str:
+    try:
+        return str(max(1, get_instance(instance_type).gpus))
+    except UnknownInstanceType:  # only checked when deployment is enabled
+        return "1"
 
 
 def _s3_channel(name: str, uri: str) -> dict[str, Any]:

@@ -196,9 +196,7 @@ def _trained(
         ),
         missing_ok=True,
     )
-    parameters: dict[str, Any] = {
-        name: {"NumberValue": value} for name, value in metrics.items()
-    }
+    parameters: dict[str, Any] = {name: {"NumberValue": value} for name, value in metrics.items()}
     parameters["gate_passed"] = {"StringValue": str(passed).lower()}
     parameters["gate_reason"] = {"StringValue": reason[:_PARAMETER_STRING_LIMIT]}
     outputs = {"model": {"Value": str(model_uri)[:_ARTIFACT_VALUE_LIMIT]}} if model_uri else {}

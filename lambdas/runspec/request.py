@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -27,7 +27,7 @@ __all__ = [
     "parse_run_request",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 
 #: SageMaker resource names: alphanumerics and hyphens, no leading/trailing hyphen.
 _NAME = r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$"
@@ -298,7 +298,7 @@ def _suggestion(location: list[str]) -> str:
         candidates = [a for a in getattr(annotation, "__args__", (annotation,)) if _is_model(a)]
         if not candidates:
             return ""
-        model = candidates[0]
+        model = cast(type[BaseModel], candidates[0])
     allowed = list(model.model_fields)
     close = difflib.get_close_matches(location[-1], allowed, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""

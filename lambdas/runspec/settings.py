@@ -35,6 +35,9 @@ class PlatformSettings:
     internet_egress: bool
     #: The MLflow App ARN, or "" when MLflow is off.
     mlflow_tracking_arn: str = ""
+    #: How often and how many times the workflow checks a deploying endpoint (60 s x 60 = 1 h).
+    endpoint_poll_seconds: int = 60
+    endpoint_max_polls: int = 60
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> PlatformSettings:
@@ -43,15 +46,16 @@ class PlatformSettings:
         for f in fields(cls):
             name = _variable(f.name)
             if name not in environ:
-                if f.name == "mlflow_tracking_arn":
-                    continue
-                missing.append(name)
+                if f.name not in _OPTIONAL:
+                    missing.append(name)
                 continue
             raw = environ[name]
             if f.name == "allowed_training_instance_types":
                 values[f.name] = tuple(json.loads(raw))
             elif f.name == "internet_egress":
                 values[f.name] = raw.lower() == "true"
+            elif f.name in ("endpoint_poll_seconds", "endpoint_max_polls"):
+                values[f.name] = int(raw)
             else:
                 values[f.name] = raw
         if missing:
@@ -69,6 +73,9 @@ class PlatformSettings:
             else:
                 out[_variable(name)] = str(value)
         return out
+
+
+_OPTIONAL = ("mlflow_tracking_arn", "endpoint_poll_seconds", "endpoint_max_polls")
 
 
 def _variable(field_name: str) -> str:

@@ -57,3 +57,14 @@ class PlatformKey(Construct):
                 },
             )
         )
+        # CloudWatch alarms notify through the KMS-encrypted run topic; SNS then needs
+        # CloudWatch to be able to use the key, for alarms of this account only.
+        self.key.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowCloudWatchAlarmsToNotifyEncryptedTopics",
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+                resources=["*"],
+                conditions={"StringEquals": {"aws:SourceAccount": stack.account}},
+            )
+        )

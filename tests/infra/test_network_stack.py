@@ -22,7 +22,9 @@ REQUIRED_SERVICES = {
 
 def endpoint_service_names(synthesized: Synthesized) -> list[str]:
     names = []
-    for endpoint in synthesized.template("Network").find_resources("AWS::EC2::VPCEndpoint").values():
+    for endpoint in (
+        synthesized.template("Network").find_resources("AWS::EC2::VPCEndpoint").values()
+    ):
         name = endpoint["Properties"]["ServiceName"]
         names.append(name if isinstance(name, str) else str(name))
     return names
@@ -48,9 +50,7 @@ def test_dev_vpc_has_two_azs_nat_egress_and_no_public_ips(dev: Synthesized) -> N
     template.resource_count_is("AWS::EC2::VPC", 1)
     template.resource_count_is("AWS::EC2::NatGateway", 2)
     template.resource_count_is("AWS::EC2::Subnet", 4)
-    template.all_resources_properties(
-        "AWS::EC2::Subnet", {"MapPublicIpOnLaunch": False}
-    )
+    template.all_resources_properties("AWS::EC2::Subnet", {"MapPublicIpOnLaunch": False})
 
 
 def test_flow_logs_capture_all_traffic_to_an_encrypted_retained_log_group(dev: Synthesized) -> None:
@@ -105,6 +105,8 @@ def test_prod_uses_the_existing_vpc_without_nat_or_new_vpc(prod: Synthesized) ->
     template.resource_count_is("AWS::EC2::InternetGateway", 0)
     template.has_resource_properties(
         "AWS::EC2::VPCEndpoint",
-        {"VpcId": "vpc-0a1b2c3d4e5f60718", "SubnetIds": ["subnet-0a1b2c3d4e5f60718",
-                                                          "subnet-1a2b3c4d5e6f70819"]},
+        {
+            "VpcId": "vpc-0a1b2c3d4e5f60718",
+            "SubnetIds": ["subnet-0a1b2c3d4e5f60718", "subnet-1a2b3c4d5e6f70819"],
+        },
     )

@@ -1,4 +1,6 @@
-"""One snapshot per stack (dev), asset hashes masked. Review diffs, then `pytest --snapshot-update`."""
+"""One snapshot per stack (dev), asset hashes masked.
+
+Review a diff, then accept it with ``pytest tests/infra --snapshot-update``."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ def snapshot_json(snapshot: SnapshotAssertion) -> SnapshotAssertion:
     return snapshot.use_extension(JSONSnapshotExtension)
 
 
-@pytest.mark.parametrize("stack", ["Data", "Network", "Tracking", "Studio"])
+@pytest.mark.parametrize("stack", ["Data", "Network", "Tracking", "Studio", "Workflow"])
 def test_stack_matches_snapshot(
     dev: Synthesized, stack: str, snapshot_json: SnapshotAssertion
 ) -> None:
