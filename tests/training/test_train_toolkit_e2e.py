@@ -36,7 +36,7 @@ def job(
             "learning_rate": 3e-3,
             "max_seq_length": 256,
             "logging_steps": 4,
-            "eval_steps": 12,
+            "eval_steps": 25,
             "save_steps": 10,
             "packing": True,
             "merge_adapter": True,
@@ -64,6 +64,13 @@ def job(
         timeout_seconds=300,
     )
     return result, tracking_uri
+
+
+def _total_steps(result: LocalTrainingResult) -> int:
+    """2 epochs of ceil(rows / batch 4) steps, from the row count the job reports."""
+    evaluation = result.evaluation()
+    assert evaluation is not None
+    return 2 * -(-int(evaluation["train_rows"]) // 4)
 
 
 def test_job_succeeds_as_sagemaker_would_report(job: tuple[LocalTrainingResult, str]) -> None:
@@ -108,8 +115,9 @@ def test_metric_definitions_parse_the_real_log(job: tuple[LocalTrainingResult, s
             if name in expected:
                 expected[name].append(value)
     assert found == expected
-    # A mid-training evaluation (eval_steps=12) plus the end-of-training one, plus the final line.
-    assert len(found["eval_loss"]) == 3
+    steps = _total_steps(result)
+    # Evaluations every eval_steps=25 before the end, the end-of-training one, the final line.
+    assert len(found["eval_loss"]) == (steps - 1) // 25 + 2
     assert len(found["perplexity"]) == 1
     assert all(0 < lr < 3e-3 + 1e-12 for lr in found["learning_rate"])
     assert found["epoch"][-1] == pytest.approx(2.0)
@@ -125,7 +133,8 @@ def test_evaluation_json(job: tuple[LocalTrainingResult, str]) -> None:
     evaluation = result.evaluation()
     assert evaluation is not None
     assert evaluation["eval_loss"] == pytest.approx(result.final_metrics["eval_loss"], rel=1e-5)
-    assert evaluation["global_step"] == 24  # 47 packed rows / batch 4 = 12 steps x 2 epochs
+    assert evaluation["global_step"] == _total_steps(result)
+    assert evaluation["train_rows"] < evaluation["train_samples"]  # rows hold several samples
     assert (evaluation["train_samples"], evaluation["eval_samples"]) == (400, 60)
     assert evaluation["train_tokens"] > 0
     assert evaluation["tokens_per_second"] > 0
@@ -143,9 +152,11 @@ def test_evaluation_json(job: tuple[LocalTrainingResult, str]) -> None:
 
 def test_checkpoints_were_written(job: tuple[LocalTrainingResult, str]) -> None:
     result, _ = job
-    names = sorted(p.name for p in result.checkpoint_dir.iterdir())
-    assert names == ["checkpoint-20", "checkpoint-24"]  # save_total_limit=2 keeps the newest
-    assert (result.checkpoint_dir / "checkpoint-24" / "COMPLETE.json").is_file()
+    steps = _total_steps(result)
+    names = {p.name for p in result.checkpoint_dir.iterdir()}
+    # Every save_steps=10 and at the end; save_total_limit=2 keeps the newest two.
+    assert names == {f"checkpoint-{steps // 10 * 10}", f"checkpoint-{steps}"}
+    assert (result.checkpoint_dir / f"checkpoint-{steps}" / "COMPLETE.json").is_file()
 
 
 def test_merged_model_reloads_and_generates(job: tuple[LocalTrainingResult, str]) -> None:
@@ -187,10 +198,12 @@ def test_mlflow_run(job: tuple[LocalTrainingResult, str]) -> None:
     assert run.data.params["learning_rate"] == "0.003"
     assert run.data.params["method"] == "lora"
     history = client.get_metric_history(run.info.run_id, "train_loss")
-    assert [m.step for m in history] == [4, 8, 12, 16, 20, 24]
+    steps = _total_steps(result)
+    assert [m.step for m in history] == sorted({*range(4, steps + 1, 4), steps})
     for name, value in result.final_metrics.items():
         assert run.data.metrics[f"final_{name}"] == pytest.approx(value, rel=1e-4)
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "eval_loss")] == [12, 24]
+    eval_steps = [m.step for m in client.get_metric_history(run.info.run_id, "eval_loss")]
+    assert eval_steps == [*range(25, steps, 25), steps]
     inputs = {d.dataset.name: d.dataset.digest for d in run.inputs.dataset_inputs}
     assert set(inputs) == {"train", "validation"}
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}

@@ -67,6 +67,20 @@ def pack_best_fit(lengths: Sequence[int], capacity: int) -> list[list[int]]:
     return bins
 
 
+def pack_length(max_seq_length: int, lengths: Sequence[int], hidden_size: int | None) -> int:
+    """Row capacity: `max_seq_length`, or shorter when every sample is much shorter.
+
+    sdpa and eager attention compute the dense block-diagonal mask of a row, so attention costs
+    grow with the row length L (about L/(3*hidden) of the linear layers' cost) although no
+    sample attends beyond itself. Rows of max(longest sample, hidden_size) tokens keep that
+    share small; for real models (hidden >= 2048) this is simply `max_seq_length`.
+    """
+    longest = max(lengths, default=1)
+    if hidden_size is None:
+        return max_seq_length
+    return min(max_seq_length, max(longest, hidden_size))
+
+
 def _row(samples: Sequence[EncodedExample]) -> Row:
     ids: list[int] = []
     labels: list[int] = []

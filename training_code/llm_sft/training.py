@@ -143,7 +143,7 @@ def run_job(hp: Hyperparameters, paths: JobPaths) -> dict[str, Any]:
     _configure_runtime(hp)
     from llm_sft.encoding import encode_examples
     from llm_sft.modeling import add_lora, load_base_model, load_tokenizer, plan_device
-    from llm_sft.packing import build_rows
+    from llm_sft.packing import build_rows, pack_length
     from llm_sft.trainer import Trainer
 
     plan = plan_device(hp)
@@ -163,15 +163,22 @@ def run_job(hp: Hyperparameters, paths: JobPaths) -> dict[str, Any]:
         )
         packing = False
     model = add_lora(model, hp, plan)
-    train_rows = build_rows(train_set.examples, hp.max_seq_length, packing)
-    eval_rows = build_rows(eval_set.examples, hp.max_seq_length, packing)
+    row_length = pack_length(
+        hp.max_seq_length,
+        [len(e.input_ids) for e in (*train_set.examples, *eval_set.examples)],
+        getattr(model.config, "hidden_size", None),
+    )
+    train_rows = build_rows(train_set.examples, row_length, packing)
+    eval_rows = build_rows(eval_set.examples, row_length, packing)
     logger.info(
-        "%d training samples in %d rows, %d validation samples in %d rows (packing=%s)",
+        "%d training samples in %d rows, %d validation samples in %d rows (packing=%s, rows of"
+        " at most %d tokens)",
         len(train_set.examples),
         len(train_rows),
         len(eval_set.examples),
         len(eval_rows),
         packing,
+        row_length,
     )
 
     tracker: Tracker = start_tracking()
@@ -190,7 +197,7 @@ def run_job(hp: Hyperparameters, paths: JobPaths) -> dict[str, Any]:
             eval_rows,
             pad_token_id=int(tokenizer.pad_token_id),
             checkpoint_dir=paths.checkpoint_dir,
-            fingerprint=_fingerprint(hp, base, data, packing),
+            fingerprint={**_fingerprint(hp, base, data, packing), "pack_length": row_length},
             metric_sink=tracker.log_metrics,
         )
         del model  # the trainer holds it; see _save_and_release
@@ -219,6 +226,7 @@ def run_job(hp: Hyperparameters, paths: JobPaths) -> dict[str, Any]:
             "truncated_samples": train_set.truncated + eval_set.truncated,
             "dropped_samples": train_set.dropped + eval_set.dropped,
             "packing": packing,
+            "pack_length": row_length,
             "datasets": data.identity,
             "base_model": {"reference": base.reference, "source": base.source, "path": base.path},
             "method": hp.method,
