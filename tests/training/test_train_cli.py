@@ -34,6 +34,16 @@ def test_missing_model_folder(run_main: RunMain, chat_subset: Path, tmp_path: Pa
     assert "no such folder" in run.failure
 
 
+def test_several_instances_are_refused(
+    run_main: RunMain, chat_subset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SM_HOSTS", '["algo-1", "algo-2"]')
+    run = run_main({"train_dir": str(chat_subset / "train")})
+    assert run.exit_code == 1
+    assert run.failure is not None
+    assert "the job has 2 instances; use an instance count of 1" in run.failure
+
+
 @pytest.mark.slow
 def test_prompt_completion_with_split_validation(run_main: RunMain, tmp_path: Path) -> None:
     rows = read_rows(EXAMPLES / "prompt_completion" / "train.jsonl", 80)

@@ -26,7 +26,7 @@ from llm_sft.hyperparameters import (
     split_cli_args,
 )
 from llm_sft.output import write_failure
-from llm_sft.paths import PATH_OPTIONS, failure_dir, resolve_paths
+from llm_sft.paths import PATH_OPTIONS, failure_dir, require_single_host, resolve_paths
 
 logger = logging.getLogger("llm_sft")
 
@@ -80,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     paths = resolve_paths(options, environ, hp.checkpoint_dir)
     logger.info("paths: %s", paths)
     try:
+        require_single_host(environ)
         from llm_sft.training import run_job
 
         run_job(hp, paths)

@@ -7,6 +7,7 @@ environment variable, then the standard folder under the base directory. The bas
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,3 +74,18 @@ def resolve_paths(
         output_dir=failure_dir(options, environ),
         checkpoint_dir=Path(checkpoints),
     )
+
+
+def require_single_host(environ: Mapping[str, str]) -> None:
+    """One process per job: several instances would each train the same model in full."""
+    from llm_sft.errors import ConfigurationError
+
+    try:
+        hosts = json.loads(environ.get("SM_HOSTS") or "[]")
+    except ValueError:
+        hosts = []
+    if isinstance(hosts, list) and len(hosts) > 1:
+        raise ConfigurationError(
+            f"this training code runs on one instance (its GPUs share the model's layers), but"
+            f" the job has {len(hosts)} instances; use an instance count of 1"
+        )
