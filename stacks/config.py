@@ -302,6 +302,17 @@ ENVIRONMENTS: dict[str, PlatformConfig] = {
         access_log_retention_days=2557,
         log_retention_days=2557,
     ),
+    # The platform as the local backend (`finetune --local`, `make demo`) and the workflow tests
+    # run it: no account, no internet (base models come from the emulated datasets bucket), and
+    # models approved on registration so that a run deploys to the local endpoint.
+    "local": PlatformConfig(
+        env_name="local",
+        prefix="llmft-local",
+        internet_egress=False,
+        model_approval_status="Approved",
+        training_instance_type="ml.g5.xlarge",
+        endpoint_instance_type="ml.g5.xlarge",
+    ),
 }
 
 

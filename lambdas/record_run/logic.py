@@ -18,10 +18,12 @@ from typing import Any, Literal
 
 __all__ = [
     "EVALUATION_METRICS",
+    "TERMINAL_MILESTONES",
     "Milestone",
     "best_approved_metric",
     "gate_reason",
     "record_milestone",
+    "summarise",
     "training_metrics",
 ]
 
@@ -115,7 +117,12 @@ def record_milestone(
             f"{RUNS_PREFIX}/_invalid/{execution_name or 'unknown'}.json",
             {"milestone": milestone, "at": now().isoformat(), **details},
         )
-        return {"recorded": milestone}
+        return {
+            "recorded": milestone,
+            "status": "failed",
+            "execution_name": execution_name,
+            "error": details.get("error"),
+        }
 
     result: dict[str, Any] = {"recorded": milestone}
     if milestone == "started":
@@ -129,8 +136,32 @@ def record_milestone(
         )
     else:
         _other(clients.sagemaker, run, milestone, details)
-    _append_to_record(clients.s3, artifacts_bucket, run, milestone, details)
+    record = _append_to_record(clients.s3, artifacts_bucket, run, milestone, details)
+    if milestone in TERMINAL_MILESTONES:
+        result.update(summarise(record))
     return result
+
+
+#: Milestones that end a run; recording one returns the run's summary (what notifications say).
+TERMINAL_MILESTONES = ("rejected", "completed", "failed")
+
+
+def summarise(record: dict[str, Any]) -> dict[str, Any]:
+    """The run in a few fields: status, metrics, gate decision, package, endpoint, error."""
+    summary: dict[str, Any] = {"run_id": record["run_id"], "status": record["status"]}
+    for milestone in record["milestones"]:
+        if "metrics" in milestone:
+            summary["metrics"] = milestone["metrics"]
+        if "evaluation" in milestone:
+            gate = milestone["evaluation"]
+            summary["gate"] = {"passed": gate.get("passed"), "reason": gate.get("reason")}
+        for key in ("model_package_arn", "endpoint_name", "error"):
+            if milestone.get(key):
+                summary[key] = milestone[key]
+    run = record.get("run", {})
+    summary["training_job_name"] = run.get("training_job_name")
+    summary["experiment_name"] = run.get("experiment_name")
+    return summary
 
 
 def _start(sagemaker: Any, run: dict[str, Any]) -> None:
@@ -307,7 +338,7 @@ def _failure_message(details: dict[str, Any]) -> str:
 
 def _append_to_record(
     s3: Any, bucket: str, run: dict[str, Any], milestone: str, details: dict[str, Any]
-) -> None:
+) -> dict[str, Any]:
     key = f"{RUNS_PREFIX}/{run['run_id']}/run.json"
     try:
         record = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
@@ -317,6 +348,7 @@ def _append_to_record(
     record["updated_at"] = now().isoformat()
     record["milestones"].append({"milestone": milestone, "at": record["updated_at"], **details})
     _write_json(s3, bucket, key, record)
+    return record
 
 
 def _write_json(s3: Any, bucket: str, key: str, document: dict[str, Any]) -> None:

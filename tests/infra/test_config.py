@@ -35,7 +35,7 @@ def test_config_is_frozen() -> None:
 
 
 def test_unknown_environment_names_the_key_and_the_choices() -> None:
-    with pytest.raises(ConfigError, match=r"env: unknown environment 'staging'; known: dev, prod"):
+    with pytest.raises(ConfigError, match=r"env: unknown environment 'staging'; known: dev, local, prod"):
         load_config("staging")
 
 
@@ -89,5 +89,5 @@ def test_synth_with_an_unknown_env_stops_with_one_line() -> None:
     )
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1] == (
-        "cdk synth stopped: env: unknown environment 'staging'; known: dev, prod"
+        "cdk synth stopped: env: unknown environment 'staging'; known: dev, local, prod"
     )

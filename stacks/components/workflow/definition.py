@@ -103,7 +103,8 @@ class FineTuneDefinition:
             "Comment": comment,
             "Resource": resource,
             "Parameters": dict(parameters),
-            "ResultPath": result_path,
+            # JsonPath.DISCARD renders as an explicit null: keep the input, drop the result.
+            "ResultPath": result_path if result_path is not None else JsonPath.DISCARD,
         }
         if result_selector is not None:
             state["ResultSelector"] = dict(result_selector)
@@ -536,6 +537,10 @@ class FineTuneDefinition:
             {"EndpointName.$": f"{deployment}.endpoint_name"},
             comment="Poll the endpoint (bounded by the wait counter).",
             result_path="$.endpoint.status",
+            result_selector={
+                "EndpointStatus.$": "$.EndpointStatus",
+                "EndpointConfigName.$": "$.EndpointConfigName",
+            },
             retry_attempts=3,
         )
         self._catch(check)
@@ -556,7 +561,9 @@ class FineTuneDefinition:
             "Endpoint failed",
             parameters={
                 "Error": "EndpointFailed",
-                "Cause.$": "States.JsonToString($.endpoint.status)",
+                "Cause.$": "States.Format('endpoint {} failed on config {}; DescribeEndpoint "
+                "shows the FailureReason', "
+                f"{deployment}.endpoint_name, {deployment}.endpoint_config_name)",
             },
             result_path="$.error",
         )
@@ -575,7 +582,10 @@ class FineTuneDefinition:
             "Update rolled back by SageMaker",
             parameters={
                 "Error": "EndpointUpdateFailed",
-                "Cause.$": "States.JsonToString($.endpoint.status)",
+                "Cause.$": "States.Format('endpoint {} did not take config {} and still serves "
+                "{}', "
+                f"{deployment}.endpoint_name, {deployment}.endpoint_config_name, "
+                "$.endpoint.status.EndpointConfigName)",
             },
             result_path="$.error",
         )
@@ -671,11 +681,26 @@ class FineTuneDefinition:
         )
 
     def _failure_path(self) -> sfn.IChainable:
-        failed = sfn.Fail(
-            self.scope,
-            "Run failed",
-            error_path="$.error.Error",
-            cause_path="$.error.Cause",
+        # A Fail state may not raise the reserved "States.*" names (e.g. States.TaskFailed from a
+        # failed training job); those end as RunFailed with the original name in the cause.
+        failed = (
+            sfn.Choice(self.scope, "Reserved error name?")
+            .when(
+                Condition.string_matches("$.error.Error", "States.*"),
+                sfn.Fail(
+                    self.scope,
+                    "Run failed in a step",
+                    error="RunFailed",
+                    cause_path=JsonPath.format(
+                        "{}: {}", JsonPath.string_at("$.error.Error"), JsonPath.string_at("$.error.Cause")
+                    ),
+                ),
+            )
+            .otherwise(
+                sfn.Fail(
+                    self.scope, "Run failed", error_path="$.error.Error", cause_path="$.error.Cause"
+                )
+            )
         )
         notify = self._notify(
             "Notify run failed",

@@ -1,0 +1,145 @@
+"""The synthesized workflow, executed in moto's Step Functions interpreter.
+
+Lambda handlers run in-process; `.sync` training and endpoints are scripted per test (the
+local-backend tests run real training). See finetune/local/moto_patches.py for why each moto
+patch exists.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from finetune.local.emulator import MOTO_CONFIG, EmulatedPlatform, deploy_platform
+from finetune.local.executions import ExecutionResult, wait_for_execution
+from finetune.local.moto_patches import TrainingOutcome, patched_moto
+from tests.infra.synth import Synthesized, synthesize
+
+
+@pytest.fixture(scope="session")
+def local_templates() -> Synthesized:
+    synthesized = synthesize("local")
+    assert synthesized.validation_error is None
+    return synthesized
+
+
+@dataclass
+class ScriptedTraining:
+    """Training jobs end as scripted: metrics, or a failure with a reason."""
+
+    metrics: dict[str, float] = field(
+        default_factory=lambda: {"eval_loss": 1.25, "perplexity": 3.49, "train_loss": 1.1}
+    )
+    failure_reason: str | None = None
+    jobs: list[dict[str, Any]] = field(default_factory=list)
+
+    def __call__(self, parameters: dict[str, Any]) -> TrainingOutcome:
+        self.jobs.append(parameters)
+        output = parameters["OutputDataConfig"]["S3OutputPath"]
+        model = f"{output}{parameters['TrainingJobName']}/output/model/"
+        if self.failure_reason is not None:
+            return TrainingOutcome(status="Failed", failure_reason=self.failure_reason)
+        return TrainingOutcome(metrics=dict(self.metrics), model_artifacts=model)
+
+
+@dataclass
+class ScriptedEndpoints:
+    """Endpoints come up (or fail) as scripted per config name and answer like TGI."""
+
+    failing_configs: set[str] = field(default_factory=set)
+    broken_answers: set[str] = field(default_factory=set)  # endpoint names answering garbage
+    deployed: list[tuple[str, str]] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    serving: dict[str, str] = field(default_factory=dict)
+
+    def deploy(self, endpoint_name: str, endpoint_config: dict[str, Any]) -> str:
+        config = endpoint_config["EndpointConfigName"]
+        self.deployed.append((endpoint_name, config))
+        if config in self.failing_configs:
+            return "Failed"
+        self.serving[endpoint_name] = config
+        return "InService"
+
+    def invoke(self, endpoint_name: str, body: bytes, content_type: str) -> bytes:
+        if endpoint_name in self.broken_answers:
+            return b"<html>502 Bad Gateway</html>"
+        return json.dumps([{"generated_text": "Hello! Nice to meet you."}]).encode()
+
+    def delete(self, endpoint_name: str) -> None:
+        self.deleted.append(endpoint_name)
+        self.serving.pop(endpoint_name, None)
+
+
+@dataclass
+class Workflow:
+    platform: EmulatedPlatform
+    training: ScriptedTraining
+    endpoints: ScriptedEndpoints
+
+    def client(self, service: str) -> Any:
+        return boto3.client(service, region_name="us-east-1")
+
+    def put_dataset(self, key: str, lines: list[dict[str, Any]]) -> str:
+        body = "".join(json.dumps(line) + "\n" for line in lines).encode()
+        self.client("s3").put_object(Bucket=self.platform.datasets_bucket, Key=key, Body=body)
+        return f"s3://{self.platform.datasets_bucket}/{key}"
+
+    def run(self, request: dict[str, Any], *, name: str | None = None) -> ExecutionResult:
+        sfn = self.client("stepfunctions")
+        started = sfn.start_execution(
+            stateMachineArn=self.platform.state_machine_arn,
+            input=json.dumps(request),
+            # The console names executions with a UUID (moto would use "None").
+            name=name or str(uuid.uuid4()),
+        )
+        return wait_for_execution(sfn, started["executionArn"], timeout_seconds=120)
+
+    def base_request(self, **changes: Any) -> dict[str, Any]:
+        request: dict[str, Any] = {
+            "experiment_name": "tests",
+            "base_model": f"s3://{self.platform.datasets_bucket}/base-models/tiny/",
+            "model_parameters_billions": 0.01,
+            "dataset": {
+                "train": f"s3://{self.platform.datasets_bucket}/datasets/chat/train.jsonl",
+                "validation": f"s3://{self.platform.datasets_bucket}/datasets/chat/validation.jsonl",
+            },
+        }
+        request.update(changes)
+        return request
+
+
+CHAT = [
+    {
+        "messages": [
+            {"role": "user", "content": "What is 2 + 3?"},
+            {"role": "assistant", "content": "5"},
+        ]
+    }
+]
+
+
+@pytest.fixture
+def workflow(local_templates: Synthesized) -> Iterator[Workflow]:
+    training = ScriptedTraining()
+    endpoints = ScriptedEndpoints()
+    with (
+        mock_aws(config=MOTO_CONFIG),
+        patched_moto(training_runner=training, endpoint_host=endpoints),
+    ):
+        platform = deploy_platform(
+            local_templates.templates,
+            # Endpoint checks every 0 s instead of 60 s; the loop is the same.
+            function_environment_overrides={"FT_ENDPOINT_POLL_SECONDS": "0"},
+        )
+        flow = Workflow(platform, training, endpoints)
+        flow.put_dataset("datasets/chat/train.jsonl", CHAT * 4)
+        flow.put_dataset("datasets/chat/validation.jsonl", CHAT)
+        flow.put_dataset("base-models/tiny/config.json", [{"model_type": "llama"}])
+        yield flow

@@ -1,0 +1,298 @@
+"""Every path of the synthesized workflow, executed locally (moto's Step Functions interpreter)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from moto.sns.models import sns_backends
+
+from tests.workflow.conftest import Workflow
+
+HAPPY_PATH = [
+    "Receive run request",
+    "Validate and resolve run",
+    "Record run started",
+    "Train model",
+    "Record training and evaluation",
+    "Passes evaluation gate?",
+    "Register model",
+    "Record registration",
+    "Deploy?",
+    "Create model",
+    "Create endpoint config",
+    "Find current endpoint",
+    "Create endpoint",
+    "Nothing to roll back to",
+    "Start wait counter",
+    "Wait for endpoint",
+    "Check endpoint status",
+    "Endpoint in service?",
+    "Smoke test endpoint",
+    "Record deployment",
+    "Record completion",
+    "Notify run succeeded",
+    "Run succeeded",
+]
+FAILURE_TAIL = [
+    "Run resolved?",
+    "Record failure",
+    "Notify run failed",
+    "Reserved error name?",
+    "Run failed",
+]
+STEP_FAILURE_TAIL = [*FAILURE_TAIL[:-1], "Run failed in a step"]
+
+
+def run_record(flow: Workflow, run_id: str) -> dict[str, Any]:
+    body = flow.client("s3").get_object(
+        Bucket=flow.platform.artifacts_bucket, Key=f"runs/{run_id}/run.json"
+    )["Body"]
+    return json.loads(body.read())
+
+
+def notifications(flow: Workflow) -> list[str]:
+    topic = sns_backends["123456789012"]["us-east-1"].topics[flow.platform.topic_arn]
+    return [message for _, message, *_ in topic.sent_notifications]
+
+
+def packages(flow: Workflow) -> list[dict[str, Any]]:
+    sagemaker = flow.client("sagemaker")
+    summaries = sagemaker.list_model_packages(
+        ModelPackageGroupName=flow.platform.model_package_group
+    )["ModelPackageSummaryList"]
+    return [sagemaker.describe_model_package(ModelPackageName=s["ModelPackageArn"]) for s in summaries]
+
+
+def test_happy_path_trains_records_registers_deploys_and_notifies(workflow: Workflow) -> None:
+    result = workflow.run(workflow.base_request(deployment={"enabled": True}))
+
+    assert result.status == "SUCCEEDED", result.cause
+    assert result.states == HAPPY_PATH
+    assert result.output is not None
+    run = result.output["run"]
+    run_id = run["run_id"]
+
+    (job,) = workflow.training.jobs
+    assert job["TrainingJobName"] == f"llmft-local-{run_id}"
+    assert job["EnableManagedSpotTraining"] is True
+    assert job["StoppingCondition"]["MaxWaitTimeInSeconds"] > job["StoppingCondition"][
+        "MaxRuntimeInSeconds"
+    ]
+    assert job["CheckpointConfig"]["S3Uri"].endswith(f"/checkpoints/{run_id}/")
+    assert job["ExperimentConfig"]["TrialName"] == run["trial_name"]
+    assert job["Environment"]["FT_RUN_ID"] == run_id
+    identity = json.loads(job["Environment"]["FT_DATASET_IDENTITY"])
+    assert identity["train"]["objects"][0]["version_id"]
+    assert "@sha256:" in job["AlgorithmSpecification"]["TrainingImage"]
+
+    (package,) = packages(workflow)
+    assert package["ModelApprovalStatus"] == "Approved"
+    assert package["CustomerMetadataProperties"]["eval_loss"] == "1.25"
+    assert package["CustomerMetadataProperties"]["run_id"] == run_id
+
+    endpoint = workflow.client("sagemaker").describe_endpoint(
+        EndpointName=run["deployment"]["endpoint_name"]
+    )
+    assert endpoint["EndpointStatus"] == "InService"
+    assert endpoint["EndpointConfigName"] == run["deployment"]["endpoint_config_name"]
+
+    record = run_record(workflow, run_id)
+    assert [m["milestone"] for m in record["milestones"]] == [
+        "started",
+        "trained",
+        "registered",
+        "deployed",
+        "completed",
+    ]
+    summary = json.loads(notifications(workflow)[-1])
+    assert summary["status"] == "completed"
+    assert summary["metrics"]["eval_loss"] == 1.25
+    assert summary["endpoint_name"] == run["deployment"]["endpoint_name"]
+
+
+def test_run_is_recorded_in_sagemaker_experiments(workflow: Workflow) -> None:
+    result = workflow.run(workflow.base_request())
+    assert result.status == "SUCCEEDED", result.cause
+    run = result.output["run"]  # type: ignore[index]
+    sagemaker = workflow.client("sagemaker")
+
+    trial = sagemaker.describe_trial(TrialName=run["trial_name"])
+    assert trial["ExperimentName"] == "llmft-local-tests"
+    components = sagemaker.list_trial_components(TrialName=run["trial_name"])[
+        "TrialComponentSummaries"
+    ]
+    names = {c["TrialComponentName"] for c in components}
+    assert names == {f"{run['trial_name']}-run", f"{run['training_job_name']}-aws-training-job"}
+
+    component = sagemaker.describe_trial_component(TrialComponentName=f"{run['trial_name']}-run")
+    assert component["Status"]["PrimaryStatus"] == "Completed"
+    assert component["Parameters"]["eval_loss"]["NumberValue"] == 1.25
+    assert component["Parameters"]["gate_passed"]["StringValue"] == "true"
+    assert "?versionId=" in component["InputArtifacts"]["dataset-train"]["Value"]
+    assert "@sha256:" in component["InputArtifacts"]["training-image"]["Value"]
+    assert component["OutputArtifacts"]["model_package"]["Value"].startswith("arn:aws:sagemaker")
+
+
+def test_training_failure_ends_the_run_with_its_reason(workflow: Workflow) -> None:
+    workflow.training.failure_reason = "CUDA out of memory: tried to allocate 2.00 GiB"
+
+    result = workflow.run(workflow.base_request(deployment={"enabled": True}))
+
+    assert result.status == "FAILED"
+    assert result.states[-5:] == STEP_FAILURE_TAIL
+    assert "Register model" not in result.states
+    assert result.error == "RunFailed"
+    assert result.cause is not None
+    error, _, job = result.cause.partition(": ")
+    assert error == "States.TaskFailed"
+    assert json.loads(job)["FailureReason"].startswith("CUDA out of memory")
+    assert packages(workflow) == []
+    run_id = workflow.training.jobs[0]["Environment"]["FT_RUN_ID"]
+    record = run_record(workflow, run_id)
+    assert record["status"] == "failed"
+    assert "CUDA out of memory" in record["milestones"][-1]["error"]["Cause"]
+    assert "failed" in notifications(workflow)[-1]
+
+
+@pytest.mark.parametrize(
+    ("evaluation", "reason"),
+    [
+        ({"threshold": 1.0}, "above the threshold"),
+        ({"metric": "perplexity", "threshold": 2.0}, "above the threshold"),
+    ],
+)
+def test_gate_rejection_registers_and_deploys_nothing(
+    workflow: Workflow, evaluation: dict[str, Any], reason: str
+) -> None:
+    result = workflow.run(
+        workflow.base_request(evaluation=evaluation, deployment={"enabled": True})
+    )
+
+    assert result.status == "SUCCEEDED"
+    assert result.states[-4:] == [
+        "Passes evaluation gate?",
+        "Record gate rejection",
+        "Notify gate rejection",
+        "Rejected by evaluation gate",
+    ]
+    assert packages(workflow) == []
+    assert workflow.endpoints.deployed == []
+    summary = json.loads(notifications(workflow)[-1])
+    assert summary["status"] == "rejected"
+    assert reason in summary["gate"]["reason"]
+
+
+def test_gate_compares_with_the_best_approved_model(workflow: Workflow) -> None:
+    first = workflow.run(workflow.base_request(run_name="baseline"))
+    assert first.status == "SUCCEEDED"
+    workflow.training.metrics = {"eval_loss": 1.30, "perplexity": 3.67}
+
+    second = workflow.run(
+        workflow.base_request(run_name="worse", evaluation={"must_beat_best_approved": True})
+    )
+
+    assert second.states[-1] == "Rejected by evaluation gate"
+    assert len(packages(workflow)) == 1
+    workflow.training.metrics = {"eval_loss": 1.10, "perplexity": 3.0}
+    third = workflow.run(
+        workflow.base_request(run_name="better", evaluation={"must_beat_best_approved": True})
+    )
+    assert third.states[-1] == "Run succeeded"
+    assert len(packages(workflow)) == 2
+
+
+def test_failed_endpoint_update_restores_the_previous_config(workflow: Workflow) -> None:
+    deployment = {"enabled": True, "endpoint_name": "chat"}
+    first = workflow.run(workflow.base_request(run_name="v1", deployment=deployment))
+    assert first.status == "SUCCEEDED", first.cause
+    previous_config = first.output["run"]["deployment"]["endpoint_config_name"]  # type: ignore[index]
+    workflow.endpoints.failing_configs.add("llmft-local-v2")
+
+    second = workflow.run(workflow.base_request(run_name="v2", deployment=deployment))
+
+    assert second.status == "FAILED"
+    assert second.error == "EndpointFailed"
+    assert "Update endpoint" in second.states
+    assert "Restore previous endpoint config" in second.states
+    assert second.states[-5:] == FAILURE_TAIL
+    endpoint = workflow.client("sagemaker").describe_endpoint(EndpointName="llmft-local-chat")
+    assert endpoint["EndpointConfigName"] == previous_config
+    assert endpoint["EndpointStatus"] == "InService"
+    assert workflow.endpoints.deployed[-2:] == [
+        ("llmft-local-chat", "llmft-local-v2"),
+        ("llmft-local-chat", previous_config),
+    ]
+
+
+def test_failed_smoke_test_on_an_update_rolls_back(workflow: Workflow) -> None:
+    deployment = {"enabled": True, "endpoint_name": "chat"}
+    assert workflow.run(workflow.base_request(run_name="v1", deployment=deployment)).status == (
+        "SUCCEEDED"
+    )
+    workflow.endpoints.broken_answers.add("llmft-local-chat")
+
+    result = workflow.run(workflow.base_request(run_name="v2", deployment=deployment))
+
+    assert result.status == "FAILED"
+    assert result.error == "SmokeTestFailed"
+    assert "Restore previous endpoint config" in result.states
+    assert workflow.endpoints.serving["llmft-local-chat"] == "llmft-local-v1"
+
+
+def test_failed_new_endpoint_is_deleted(workflow: Workflow) -> None:
+    workflow.endpoints.failing_configs.add("llmft-local-fresh")
+
+    result = workflow.run(
+        workflow.base_request(run_name="fresh", deployment={"enabled": True, "endpoint_name": "new"})
+    )
+
+    assert result.status == "FAILED"
+    assert "Delete failed endpoint" in result.states
+    assert workflow.endpoints.deleted == ["llmft-local-new"]
+
+
+def test_bad_request_fails_in_launch_naming_the_field_and_starts_nothing(
+    workflow: Workflow,
+) -> None:
+    result = workflow.run(
+        workflow.base_request(training={"instance_type": "ml.t3.medium", "spot": "maybe"})
+    )
+
+    assert result.status == "FAILED"
+    assert result.states == [
+        "Receive run request",
+        "Validate and resolve run",
+        "Run resolved?",
+        "Record invalid request",
+        "Notify run failed",
+        "Reserved error name?",
+        "Run failed",
+    ]
+    assert result.error == "RunRequestInvalid"
+    cause = result.cause_json()
+    assert cause["errorType"] == "RunRequestInvalid"
+    assert "training.spot" in cause["errorMessage"]
+    assert workflow.client("sagemaker").list_training_jobs()["TrainingJobSummaries"] == []
+    assert workflow.training.jobs == []
+
+
+def test_platform_rules_are_checked_before_anything_starts(workflow: Workflow) -> None:
+    result = workflow.run(workflow.base_request(training={"instance_type": "ml.t3.medium"}))
+
+    assert result.error == "RunRequestInvalid"
+    assert "training.instance_type: 'ml.t3.medium' is not allowed" in result.cause_json()[
+        "errorMessage"
+    ]
+    assert workflow.training.jobs == []
+
+
+def test_missing_dataset_fails_in_launch(workflow: Workflow) -> None:
+    request = workflow.base_request(
+        dataset={"train": f"s3://{workflow.platform.datasets_bucket}/datasets/missing.jsonl"}
+    )
+    result = workflow.run(request)
+    assert result.error == "RunRequestInvalid"
+    assert "dataset.train:" in result.cause_json()["errorMessage"]
+    assert "does not exist" in result.cause_json()["errorMessage"]
