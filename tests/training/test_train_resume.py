@@ -15,6 +15,7 @@ from .conftest import RunMain
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # SQLAlchemy, inside mlflow's store
 def test_interrupted_job_resumes_exactly(
     run_main: RunMain, chat_subset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -29,12 +30,19 @@ def test_interrupted_job_resumes_exactly(
         "checkpoint_dir": str(checkpoints),
     }
 
+    tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "resume-tests")
     monkeypatch.setenv(INTERRUPT_ENV, "5")
     first = run_main(hps, base=tmp_path / "attempt1")
     assert first.exit_code == 1
     assert first.failure is not None
     assert first.failure.startswith("Interrupted: simulated interruption after step 5")
-    assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-2", "checkpoint-4"]
+    assert sorted(p.name for p in checkpoints.iterdir()) == [
+        "checkpoint-2",
+        "checkpoint-4",
+        "mlflow_run.json",
+    ]
 
     # A checkpoint whose save was cut short (no completion marker) must be skipped.
     partial = checkpoints / "checkpoint-6"
@@ -53,7 +61,19 @@ def test_interrupted_job_resumes_exactly(
     assert second.evaluation["global_step"] == 8
     assert second.evaluation["resumed_from_step"] == 4
 
+    # One MLflow run for the job: the restart continued the interrupted attempt's run.
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking)
+    experiment = client.get_experiment_by_name("resume-tests")
+    assert experiment is not None
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED"
+    history = client.get_metric_history(run.info.run_id, "train_loss")
+    assert sorted({m.step for m in history}) == list(range(1, 9))
+
     # The same job, never interrupted, ends in the same place.
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
     reference = run_main({**hps, "checkpoint_dir": str(tmp_path / "fresh")}, base=tmp_path / "ref")
     assert reference.exit_code == 0
     for key in ("eval_loss", "train_loss", "train_tokens", "global_step"):

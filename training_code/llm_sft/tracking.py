@@ -128,24 +128,56 @@ class MlflowTracker(Tracker):
         self._safely("end_run", lambda: self._mlflow.end_run(status=status))
 
 
-def start_tracking() -> Tracker:
-    """An MLflow run when `MLFLOW_TRACKING_URI` is set, else the no-op tracker."""
+def _previous_run(marker: Path | None, key: str) -> str | None:
+    """The MLflow run an earlier attempt of this job (same checkpoints, same key) opened."""
+    if marker is None or not marker.is_file():
+        return None
+    try:
+        saved = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return None
+    if isinstance(saved, dict) and saved.get("key") == key and isinstance(saved.get("run_id"), str):
+        return str(saved["run_id"])
+    return None
+
+
+def start_tracking(resume_marker: Path | None = None, resume_key: str = "") -> Tracker:
+    """An MLflow run when `MLFLOW_TRACKING_URI` is set, else the no-op tracker.
+
+    `resume_marker` (a file beside the checkpoints, which SageMaker restores on a spot restart)
+    remembers the run, so that a restarted job continues the same MLflow run instead of
+    opening a second one; `resume_key` identifies the configuration it belongs to.
+    """
     uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
     if not uri:
         return Tracker()
     experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME", "").strip() or DEFAULT_EXPERIMENT
-    run_id = os.environ.get(RUN_ID_ENV, "").strip() or None
+    run_name = os.environ.get(RUN_ID_ENV, "").strip() or None
     try:
         import mlflow
 
         mlflow.set_tracking_uri(uri)
         mlflow.set_experiment(experiment)
-        run = mlflow.start_run(run_name=run_id)
-        if run_id:
-            mlflow.set_tag("run_id", run_id)
+        run = None
+        previous = _previous_run(resume_marker, resume_key)
+        if previous is not None:
+            try:
+                run = mlflow.start_run(run_id=previous)
+                logger.info("continuing MLflow run %s of the interrupted attempt", previous)
+            except Exception as error:
+                logger.warning(
+                    "cannot continue MLflow run %s (%s); starting a new one", previous, error
+                )
+        if run is None:
+            run = mlflow.start_run(run_name=run_name)
+        if run_name:
+            mlflow.set_tag("run_id", run_name)
         job = os.environ.get("TRAINING_JOB_NAME") or os.environ.get("SM_TRAINING_JOB_NAME")
         if job:
             mlflow.set_tag("sagemaker.training_job", job)
+        if resume_marker is not None:
+            resume_marker.parent.mkdir(parents=True, exist_ok=True)
+            resume_marker.write_text(json.dumps({"run_id": run.info.run_id, "key": resume_key}))
     except Exception as error:
         logger.warning("MLflow tracking at %s unavailable, continuing without it: %s", uri, error)
         return Tracker()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import hashlib
+import json
 import logging
 import math
 import tempfile
@@ -22,6 +24,8 @@ from llm_sft.tracking import Tracker, dataset_identity_from_env, start_tracking
 logger = logging.getLogger(__name__)
 
 EVALUATION_FILE = "evaluation.json"
+# Beside the checkpoints, so that a restarted job continues the same MLflow run.
+MLFLOW_RUN_FILE = "mlflow_run.json"
 
 
 @dataclass(frozen=True)
@@ -181,7 +185,9 @@ def run_job(hp: Hyperparameters, paths: JobPaths) -> dict[str, Any]:
         row_length,
     )
 
-    tracker: Tracker = start_tracking()
+    fingerprint = {**_fingerprint(hp, base, data, packing), "pack_length": row_length}
+    marker = paths.checkpoint_dir / MLFLOW_RUN_FILE if hp.save_steps > 0 else None
+    tracker: Tracker = start_tracking(marker, _digest(fingerprint))
     succeeded = False
     try:
         tracker.log_params(
@@ -197,7 +203,7 @@ def run_job(hp: Hyperparameters, paths: JobPaths) -> dict[str, Any]:
             eval_rows,
             pad_token_id=int(tokenizer.pad_token_id),
             checkpoint_dir=paths.checkpoint_dir,
-            fingerprint={**_fingerprint(hp, base, data, packing), "pack_length": row_length},
+            fingerprint=fingerprint,
             metric_sink=tracker.log_metrics,
         )
         del model  # the trainer holds it; see _save_and_release
@@ -250,6 +256,10 @@ def run_job(hp: Hyperparameters, paths: JobPaths) -> dict[str, Any]:
         return evaluation
     finally:
         tracker.finish(succeeded)
+
+
+def _digest(payload: dict[str, object]) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
 def _perplexity(loss: float | None) -> float | None:
