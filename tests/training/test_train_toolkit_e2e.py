@@ -153,10 +153,11 @@ def test_evaluation_json(job: tuple[LocalTrainingResult, str]) -> None:
 def test_checkpoints_were_written(job: tuple[LocalTrainingResult, str]) -> None:
     result, _ = job
     steps = _total_steps(result)
-    names = {p.name for p in result.checkpoint_dir.iterdir()}
+    names = {p.name for p in result.checkpoint_dir.glob("checkpoint-*")}
     # Every save_steps=10 and at the end; save_total_limit=2 keeps the newest two.
     assert names == {f"checkpoint-{steps // 10 * 10}", f"checkpoint-{steps}"}
     assert (result.checkpoint_dir / f"checkpoint-{steps}" / "COMPLETE.json").is_file()
+    assert (result.checkpoint_dir / "mlflow_run.json").is_file()  # for a restart to continue
 
 
 def test_merged_model_reloads_and_generates(job: tuple[LocalTrainingResult, str]) -> None:
