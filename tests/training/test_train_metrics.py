@@ -85,9 +85,11 @@ def test_parse_round_trip() -> None:
 
 
 def test_contract_modules_import_without_torch() -> None:
-    """The CDK stacks, the launch Lambda and the local runner import these without ML libraries."""
+    """The stacks, the launch Lambda and the local runner import these without ML libraries;
+    the entry point validates data before importing them."""
     code = (
         "import sys, llm_sft.metrics, llm_sft.hyperparameters, finetune.local_training\n"
+        "import llm_sft.cli, llm_sft.training  # bad data must fail before the ML imports\n"
         "heavy = [m for m in ('torch', 'transformers', 'peft', 'mlflow') if m in sys.modules]\n"
         "assert not heavy, heavy\n"
     )

@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from llm_sft.data import ChannelData, Example, load_channel, split_validation
+from llm_sft.encoding import EncodedDataset
 from llm_sft.hyperparameters import Hyperparameters
 from llm_sft.metrics import format_final_line
 from llm_sft.modeling import BaseModel, DevicePlan, resolve_base_model
+from llm_sft.packing import Row
 from llm_sft.paths import JobPaths
 from llm_sft.tracking import Tracker, dataset_identity_from_env, start_tracking
 
@@ -137,27 +139,37 @@ def _save_and_release(
     return "merged"
 
 
-def run_job(hp: Hyperparameters, paths: JobPaths) -> dict[str, Any]:
-    """Train, save the model and `evaluation.json`; returns the evaluation payload."""
-    started = time.time()
-    data = prepare_data(hp, paths)
-    base = resolve_base_model(hp.model_id, paths.model_channel)
-    logger.info("base model %s (%s: %s)", base.reference, base.source, base.path)
+@dataclass
+class _Setup:
+    """Everything the training loop needs, built from validated data and the base model."""
 
-    _configure_runtime(hp)
+    plan: DevicePlan
+    tokenizer: Any
+    model: Any
+    train_set: EncodedDataset
+    eval_set: EncodedDataset
+    packing: bool
+    row_length: int
+    train_rows: list[Row]
+    eval_rows: list[Row]
+
+
+def _set_up(hp: Hyperparameters, base: BaseModel, data: PreparedData) -> _Setup:
     from llm_sft.encoding import encode_examples
-    from llm_sft.modeling import add_lora, load_base_model, load_tokenizer, plan_device
+    from llm_sft.modeling import (
+        add_lora,
+        load_base_model,
+        load_tokenizer,
+        plan_device,
+        supports_packing,
+    )
     from llm_sft.packing import build_rows, pack_length
-    from llm_sft.trainer import Trainer
 
     plan = plan_device(hp)
     tokenizer = load_tokenizer(base, hp)
     train_set = encode_examples(tokenizer, data.train, hp.max_seq_length, "train")
     eval_set = encode_examples(tokenizer, data.validation, hp.max_seq_length, "validation")
     model = load_base_model(base, hp, plan)
-
-    from llm_sft.modeling import supports_packing
-
     packing = hp.packing
     if packing and not supports_packing(model):
         logger.warning(
@@ -184,64 +196,75 @@ def run_job(hp: Hyperparameters, paths: JobPaths) -> dict[str, Any]:
         packing,
         row_length,
     )
+    return _Setup(
+        plan, tokenizer, model, train_set, eval_set, packing, row_length, train_rows, eval_rows
+    )
 
-    fingerprint = {**_fingerprint(hp, base, data, packing), "pack_length": row_length}
+
+def run_job(hp: Hyperparameters, paths: JobPaths) -> dict[str, Any]:
+    """Train, save the model and `evaluation.json`; returns the evaluation payload."""
+    started = time.time()
+    data = prepare_data(hp, paths)
+    base = resolve_base_model(hp.model_id, paths.model_channel)
+    logger.info("base model %s (%s: %s)", base.reference, base.source, base.path)
+    _configure_runtime(hp)
+    from llm_sft.output import write_json
+    from llm_sft.trainer import Trainer
+
+    setup = _set_up(hp, base, data)
+    fingerprint = {**_fingerprint(hp, base, data, setup.packing), "pack_length": setup.row_length}
     marker = paths.checkpoint_dir / MLFLOW_RUN_FILE if hp.save_steps > 0 else None
     tracker: Tracker = start_tracking(marker, _digest(fingerprint))
     succeeded = False
     try:
         tracker.log_params(
-            {**hp.to_dict(), "base_model": base.reference, "packing_effective": packing}
-            | {f"device.{k}": v for k, v in plan.__dict__.items()}
+            {**hp.to_dict(), "base_model": base.reference, "packing_effective": setup.packing}
+            | {f"device.{k}": v for k, v in setup.plan.__dict__.items()}
         )
         tracker.log_datasets(data.identity)
         trainer = Trainer(
-            model,
+            setup.model,
             hp,
-            plan,
-            train_rows,
-            eval_rows,
-            pad_token_id=int(tokenizer.pad_token_id),
+            setup.plan,
+            setup.train_rows,
+            setup.eval_rows,
+            pad_token_id=int(setup.tokenizer.pad_token_id),
             checkpoint_dir=paths.checkpoint_dir,
             fingerprint=fingerprint,
             metric_sink=tracker.log_metrics,
         )
-        del model  # the trainer holds it; see _save_and_release
+        setup.model = None  # the trainer holds it; see _save_and_release
         result = trainer.train()
 
-        perplexity = _perplexity(result.eval_loss)
         final = {
             "eval_loss": result.eval_loss,
-            "perplexity": perplexity,
+            "perplexity": _perplexity(result.eval_loss),
             "train_loss": result.train_loss,
             "tokens_per_second": result.tokens_per_second,
         }
         print(format_final_line(**final), flush=True)
-
-        saved = _save_and_release(trainer, tokenizer, base, hp, plan, paths)
+        saved = _save_and_release(trainer, setup.tokenizer, base, hp, setup.plan, paths)
         evaluation: dict[str, Any] = {
             **final,
             "train_runtime_seconds": round(result.train_seconds, 3),
             "job_runtime_seconds": round(time.time() - started, 3),
             "global_step": result.global_step,
             "resumed_from_step": result.resumed_from_step,
-            "train_samples": len(train_set.examples),
-            "eval_samples": len(eval_set.examples),
-            "train_rows": len(train_rows),
+            "train_samples": len(setup.train_set.examples),
+            "eval_samples": len(setup.eval_set.examples),
+            "train_rows": len(setup.train_rows),
             "train_tokens": result.tokens,
-            "truncated_samples": train_set.truncated + eval_set.truncated,
-            "dropped_samples": train_set.dropped + eval_set.dropped,
-            "packing": packing,
-            "pack_length": row_length,
+            "truncated_samples": setup.train_set.truncated + setup.eval_set.truncated,
+            "dropped_samples": setup.train_set.dropped + setup.eval_set.dropped,
+            "packing": setup.packing,
+            "pack_length": setup.row_length,
             "datasets": data.identity,
             "base_model": {"reference": base.reference, "source": base.source, "path": base.path},
             "method": hp.method,
             "saved": saved,
-            "device": plan.__dict__,
+            "device": setup.plan.__dict__,
             "hyperparameters": hp.to_dict(),
         }
-        from llm_sft.output import write_json
-
         write_json(paths.output_data_dir / EVALUATION_FILE, evaluation)
         # Prefixed: the unprefixed series are per step, and the final train_loss is a mean.
         tracker.log_metrics(
