@@ -90,6 +90,13 @@ def test_channel_identity_and_files(tmp_path: Path) -> None:
     assert load_channel("train", tmp_path / "ch").sha256 != channel.sha256
 
 
+def test_a_single_file_is_a_channel(tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "only.jsonl", [GOOD_CHAT] * 3)
+    channel = load_channel("train", path)
+    assert channel.rows == 3
+    assert list(channel.file_sha256) == ["only.jsonl"]
+
+
 def test_split_is_deterministic(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "t" / "t.jsonl", [GOOD_CHAT] * 50)
     examples = load_channel("train", tmp_path / "t").examples

@@ -148,6 +148,8 @@ def read_jsonl(path: Path) -> tuple[list[Example], str]:
 
 
 def channel_files(name: str, directory: Path) -> list[Path]:
+    if directory.is_file() and directory.suffix == ".jsonl":  # a single file, on a laptop
+        return [directory]
     if not directory.is_dir():
         raise DataError(f"channel '{name}': folder {directory} does not exist")
     files = sorted(
@@ -165,7 +167,7 @@ def channel_files(name: str, directory: Path) -> list[Path]:
 
 
 def load_channel(name: str, directory: Path) -> ChannelData:
-    """All `*.jsonl` files under `directory` (sorted, recursively), validated."""
+    """All `*.jsonl` files under `directory` (sorted, recursively), or that one file; validated."""
     directory = Path(directory)
     files = channel_files(name, directory)
     examples: list[Example] = []
@@ -173,7 +175,8 @@ def load_channel(name: str, directory: Path) -> ChannelData:
     for path in files:
         rows, digest = read_jsonl(path)
         examples.extend(rows)
-        hashes[path.relative_to(directory).as_posix()] = digest
+        root = directory if directory.is_dir() else directory.parent
+        hashes[path.relative_to(root).as_posix()] = digest
     combined = hashlib.sha256()
     for relative, digest in sorted(hashes.items()):
         combined.update(f"{relative}\0{digest}\n".encode())
