@@ -22,3 +22,26 @@ os.environ.update(
 )
 os.environ.pop("AWS_PROFILE", None)
 os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+# Synthesized apps are shared by the infra and workflow suites; each is built once per session.
+import pytest  # noqa: E402
+
+from tests.infra.synth import Synthesized, synthesize  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def dev() -> Synthesized:
+    return synthesize("dev")
+
+
+@pytest.fixture(scope="session")
+def prod() -> Synthesized:
+    return synthesize("prod")
+
+
+@pytest.fixture(scope="session")
+def local_templates() -> Synthesized:
+    synthesized = synthesize("local")
+    assert synthesized.validation_error is None
+    return synthesized

@@ -101,7 +101,27 @@ def _fit_problems(request: RunRequest, instance_type: str, region: str) -> list[
         )
     except UnknownInstanceType as error:
         return [str(error)]
-    return [] if fit.fits else [fit.message]
+    return [] if fit.fits else [_in_request_terms(fit.message)]
+
+
+#: The memory model speaks of training knobs; a request names them by their fields.
+_REQUEST_TERMS = (
+    ("method lora/qlora", "hyperparameters.method 'lora' or 'qlora'"),
+    ("method qlora", "hyperparameters.method 'qlora'"),
+    (
+        "micro_batch_size 1 (raise gradient_accumulation_steps)",
+        "hyperparameters.per_device_train_batch_size 1 "
+        "(raise hyperparameters.gradient_accumulation_steps)",
+    ),
+    ("gradient_checkpointing on", "hyperparameters.gradient_checkpointing true"),
+    ("a shorter sequence_length", "a shorter hyperparameters.max_seq_length"),
+)
+
+
+def _in_request_terms(message: str) -> str:
+    for term, field in _REQUEST_TERMS:
+        message = message.replace(term, field)
+    return message
 
 
 def _deployment_problems(request: RunRequest, settings: PlatformSettings) -> list[str]:

@@ -220,13 +220,16 @@ def _trained(
     model_uri = details.get("training", {}).get("model_artifacts")
     metrics_key = f"{RUNS_PREFIX}/{run['run_id']}/evaluation.json"
     _write_json(clients.s3, artifacts_bucket, metrics_key, {"metrics": metrics, "gate": evaluation})
-    # Associating is idempotent; on SageMaker the job's component already belongs to the trial.
-    _create_if_missing(
-        lambda: sagemaker.associate_trial_component(
-            TrialComponentName=training_component_name(run), TrialName=run["trial_name"]
-        ),
-        missing_ok=True,
-    )
+    # SageMaker creates the job's component from its ExperimentConfig; make sure it belongs to
+    # the trial (associating twice is harmless).
+    if _exists(
+        lambda: sagemaker.describe_trial_component(TrialComponentName=training_component_name(run))
+    ):
+        _create_if_missing(
+            lambda: sagemaker.associate_trial_component(
+                TrialComponentName=training_component_name(run), TrialName=run["trial_name"]
+            )
+        )
     parameters: dict[str, Any] = {name: {"NumberValue": value} for name, value in metrics.items()}
     parameters["gate_passed"] = {"StringValue": str(passed).lower()}
     parameters["gate_reason"] = {"StringValue": reason[:_PARAMETER_STRING_LIMIT]}
@@ -360,15 +363,20 @@ def _write_json(s3: Any, bucket: str, key: str, document: dict[str, Any]) -> Non
     )
 
 
-def _create_if_missing(call: Any, *, missing_ok: bool = False) -> None:
-    """Run a create/associate call; an existing resource is fine (milestones may be retried).
-    With ``missing_ok``, a resource that does not exist yet is fine too."""
+def _create_if_missing(call: Any) -> None:
+    """Run a create/associate call; an existing resource is fine (milestones may be retried)."""
     try:
         call()
     except Exception as error:  # botocore ClientError; its class is per-client
         message = str(error)
         if "already exists" in message or "ResourceInUse" in message:
             return
-        if missing_ok and ("ResourceNotFound" in message or "does not exist" in message):
-            return
         raise
+
+
+def _exists(describe: Any) -> bool:
+    try:
+        describe()
+    except Exception:  # ResourceNotFound (its class is per-client)
+        return False
+    return True

@@ -20,14 +20,7 @@ from moto import mock_aws
 from finetune.local.emulator import MOTO_CONFIG, EmulatedPlatform, deploy_platform
 from finetune.local.executions import ExecutionResult, wait_for_execution
 from finetune.local.moto_patches import TrainingOutcome, patched_moto
-from tests.infra.synth import Synthesized, synthesize
-
-
-@pytest.fixture(scope="session")
-def local_templates() -> Synthesized:
-    synthesized = synthesize("local")
-    assert synthesized.validation_error is None
-    return synthesized
+from tests.infra.synth import Synthesized
 
 
 @dataclass

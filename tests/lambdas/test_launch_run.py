@@ -1,0 +1,225 @@
+"""Launch logic against moto: platform rules, version pinning, image digest, idempotent start."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from launch_run.logic import resolve_run, start_run
+from llm_sft.hyperparameters import HYPERPARAMETER_NAMES, parse_hyperparameters
+from runspec.request import Hyperparameters, RunRequestError, parse_run_request
+from tests.lambdas.conftest import CHAT_ROW, Aws, make_settings
+
+
+def resolve(
+    aws: Aws, request: dict[str, Any], execution_name: str | None = None, **settings: Any
+) -> dict[str, Any]:
+    return resolve_run(
+        request,
+        make_settings(**settings) if settings else aws.settings,
+        execution_name=execution_name,
+        s3=aws.client("s3"),
+        ecr=aws.client("ecr"),
+    )
+
+
+def problems(aws: Aws, request: dict[str, Any], **settings: Any) -> str:
+    with pytest.raises(RunRequestError) as raised:
+        resolve(aws, request, **settings)
+    return "; ".join(raised.value.problems)
+
+
+def test_empty_request_resolves_to_documented_defaults(aws: Aws) -> None:
+    run = resolve(aws, {})
+
+    assert run["run_id"].startswith("default-")
+    assert run["training_job_name"] == f"llmft-test-{run['run_id']}"
+    training = run["training"]
+    assert training["instance_type"] == "ml.g5.2xlarge"
+    assert training["spot"] is True
+    assert training["stopping_condition"] == {
+        "MaxRuntimeInSeconds": 86400,
+        "MaxWaitTimeInSeconds": 172800,
+    }
+    assert training["hyperparameters"] == {"model_id": "Qwen/Qwen2.5-0.5B-Instruct"}
+    # The default location has no validation.jsonl: training splits one off instead.
+    assert [c["ChannelName"] for c in training["input_data_config"]] == ["train"]
+    assert run["deployment"]["enabled"] is False
+    assert run["registration"]["approval_status"] == "PendingManualApproval"
+
+
+def test_dataset_versions_and_etags_are_pinned(aws: Aws) -> None:
+    uri = aws.put_jsonl("data/train.jsonl", [CHAT_ROW])
+    first = aws.put("data/train.jsonl", json.dumps(CHAT_ROW) + "\n" + json.dumps(CHAT_ROW) + "\n")
+
+    run = resolve(aws, {"dataset": {"train": uri}})
+
+    (pinned,) = run["datasets"]["train"]["objects"]
+    assert pinned["version_id"] == first["VersionId"]
+    assert pinned["etag"] == first["ETag"].strip('"')
+    identity = json.loads(run["training"]["dataset_identity"])
+    assert identity["train"]["objects"][0]["version_id"] == first["VersionId"]
+
+
+def test_a_prefix_pins_every_object_under_it(aws: Aws) -> None:
+    aws.put_jsonl("shards/a.jsonl", [CHAT_ROW])
+    aws.put_jsonl("shards/b.jsonl", [CHAT_ROW])
+
+    run = resolve(aws, {"dataset": {"train": "s3://llmft-test-datasets/shards/"}})
+
+    keys = sorted(obj["key"] for obj in run["datasets"]["train"]["objects"])
+    assert keys == ["shards/a.jsonl", "shards/b.jsonl"]
+    assert run["training"]["input_data_config"][0]["DataSource"]["S3DataSource"]["S3Uri"] == (
+        "s3://llmft-test-datasets/shards/"
+    )
+
+
+def test_custom_image_is_pinned_by_digest(aws: Aws) -> None:
+    run = resolve(aws, {})
+    assert run["image"]["digest"].startswith("sha256:")
+    assert run["training"]["image_uri"].endswith("@" + run["image"]["digest"])
+
+
+def test_script_mode_runs_the_source_bundle_in_the_huggingface_image(aws: Aws) -> None:
+    run = resolve(aws, {"training": {"option": "script-mode"}})
+    assert "huggingface-pytorch-training" in run["training"]["image_uri"]
+    hyperparameters = run["training"]["hyperparameters"]
+    assert hyperparameters["sagemaker_program"] == "train.py"
+    assert hyperparameters["sagemaker_submit_directory"] == "s3://cdk-assets/abc.tar.gz"
+
+
+def test_s3_base_model_becomes_the_model_channel(aws: Aws) -> None:
+    run = resolve(
+        aws,
+        {"base_model": "s3://llmft-test-datasets/models/llama-3.2-1b/"},
+    )
+    channels = {c["ChannelName"]: c for c in run["training"]["input_data_config"]}
+    assert channels["model"]["DataSource"]["S3DataSource"]["S3Uri"] == (
+        "s3://llmft-test-datasets/models/llama-3.2-1b/"
+    )
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        (
+            {"training": {"instance_type": "ml.p5.48xlarge"}},
+            "training.instance_type: 'ml.p5.48xlarge' is not allowed",
+        ),
+        (
+            {
+                "base_model": "meta-llama/Llama-3.1-70B",
+                "training": {"instance_type": "ml.g5.2xlarge"},
+            },
+            "training.instance_type: 'ml.g5.2xlarge' has 1×24 GiB GPU",
+        ),
+        (
+            {"dataset": {"train": "s3://someone-elses-bucket/train.jsonl"}},
+            "dataset.train: 's3://someone-elses-bucket/train.jsonl' is outside",
+        ),
+        (
+            {"dataset": {"train": "s3://llmft-test-datasets/missing.jsonl"}},
+            "dataset.train: 's3://llmft-test-datasets/missing.jsonl' does not exist",
+        ),
+        ({"dataset": {"train": "s3://llmft-test-datasets/nothing/"}}, "holds no objects"),
+        (
+            {"deployment": {"enabled": True, "instance_type": "ml.m5.xlarge"}},
+            "deployment.instance_type: 'ml.m5.xlarge' has no NVIDIA GPU",
+        ),
+        ({"base_model": "my-org/custom-model"}, "model_parameters_billions:"),
+    ],
+)
+def test_platform_rules_name_the_field(aws: Aws, request_: dict[str, Any], message: str) -> None:
+    assert message in problems(aws, request_)
+
+
+def test_memory_advice_names_request_fields(aws: Aws) -> None:
+    found = problems(aws, {"base_model": "meta-llama/Llama-3.1-8B"})
+    assert "hyperparameters.per_device_train_batch_size 1" in found
+    assert "hyperparameters.method 'qlora'" in found
+
+
+def test_empty_dataset_object_is_refused(aws: Aws) -> None:
+    aws.put("data/empty.jsonl", b"")
+    assert "dataset.train: 's3://llmft-test-datasets/data/empty.jsonl' is empty" in problems(
+        aws, {"dataset": {"train": "s3://llmft-test-datasets/data/empty.jsonl"}}
+    )
+
+
+def test_without_egress_hub_models_and_script_mode_are_refused(aws: Aws) -> None:
+    found = problems(aws, {"training": {"option": "script-mode"}}, internet_egress=False)
+    assert "base_model: 'Qwen/Qwen2.5-0.5B-Instruct' is a Hugging Face Hub id" in found
+    assert "training.option: 'script-mode' installs training_code/requirements.txt" in found
+
+
+def test_same_request_same_run_id_console_starts_get_their_own(aws: Aws) -> None:
+    request = {"experiment_name": "chat", "hyperparameters": {"lora_r": 8}}
+    first = resolve(aws, request)
+    assert resolve(aws, request)["run_id"] == first["run_id"]
+    assert resolve(aws, request, execution_name=first["run_id"])["run_id"] == first["run_id"]
+    console = resolve(aws, request, execution_name="2f6c1e0e-4b1a-4f0e-9a51-5e8c0d7f3a11")
+    assert console["run_id"].startswith(first["run_id"] + "-")
+    assert resolve(aws, {**request, "run_name": "mine"}, execution_name="x")["run_id"] == "mine"
+
+
+def test_start_is_idempotent(aws: Aws) -> None:
+    sfn = aws.client("stepfunctions")
+    request = {"experiment_name": "chat"}
+
+    first = start_run(request, aws.settings, sfn=sfn, s3=aws.client("s3"), ecr=aws.client("ecr"))
+    again = start_run(request, aws.settings, sfn=sfn, s3=aws.client("s3"), ecr=aws.client("ecr"))
+
+    assert first["started"] is True
+    assert again["execution_arn"] == first["execution_arn"]
+    executions = sfn.list_executions(stateMachineArn=aws.settings.state_machine_arn)["executions"]
+    assert [e["name"] for e in executions] == [first["run_id"]]
+    assert json.loads(sfn.describe_execution(executionArn=first["execution_arn"])["input"]) == {
+        "experiment_name": "chat"
+    }
+
+
+def test_reusing_a_run_name_for_another_request_is_refused(aws: Aws) -> None:
+    sfn = aws.client("stepfunctions")
+    clients = {"sfn": sfn, "s3": aws.client("s3"), "ecr": aws.client("ecr")}
+    start_run({"run_name": "exp-1"}, aws.settings, **clients)
+    with pytest.raises(RunRequestError, match=r"run_name: run id 'exp-1' is already used"):
+        start_run({"run_name": "exp-1", "hyperparameters": {"lora_r": 4}}, aws.settings, **clients)
+
+
+def test_invalid_request_starts_nothing(aws: Aws) -> None:
+    sfn = aws.client("stepfunctions")
+    with pytest.raises(RunRequestError):
+        start_run(
+            {"training": {"spot": "sometimes"}},
+            aws.settings,
+            sfn=sfn,
+            s3=aws.client("s3"),
+            ecr=aws.client("ecr"),
+        )
+    assert sfn.list_executions(stateMachineArn=aws.settings.state_machine_arn)["executions"] == []
+
+
+def test_request_hyperparameters_are_the_training_contract() -> None:
+    assert set(Hyperparameters.model_fields) <= set(HYPERPARAMETER_NAMES)
+    request = parse_run_request(
+        {
+            "hyperparameters": {
+                "method": "lora",
+                "epochs": 2,
+                "learning_rate": 0.0005,
+                "lora_target_modules": ["q_proj", "v_proj"],
+                "packing": False,
+                "bf16": "auto",
+                "gradient_checkpointing": True,
+                "lr_scheduler_type": "linear",
+            }
+        }
+    )
+    strings = {"model_id": "org/model", **request.hyperparameters.as_sagemaker_strings()}
+    parsed = parse_hyperparameters(strings)
+    assert parsed.lora_target_modules == ("q_proj", "v_proj")
+    assert parsed.packing is False
+    assert parsed.gradient_checkpointing is True
+    assert parsed.learning_rate == 0.0005

@@ -1,0 +1,150 @@
+"""Record logic against moto: Experiments lineage, run records, gate inputs, summaries."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from launch_run.logic import resolve_run
+from record_run.logic import Clients, best_approved_metric, gate_reason, record_milestone
+from tests.lambdas.conftest import Aws
+
+
+@pytest.fixture
+def run(aws: Aws) -> dict[str, Any]:
+    return resolve_run(
+        {"experiment_name": "chat", "evaluation": {"threshold": 2.0}},
+        aws.settings,
+        execution_name=None,
+        s3=aws.client("s3"),
+        ecr=aws.client("ecr"),
+    )
+
+
+def record(aws: Aws, milestone: str, run: dict[str, Any] | None, **details: Any) -> dict[str, Any]:
+    return record_milestone(
+        Clients(sagemaker=aws.client("sagemaker"), s3=aws.client("s3")),
+        artifacts_bucket=aws.settings.artifacts_bucket,
+        milestone=milestone,  # type: ignore[arg-type]
+        run=run,
+        details=details,
+        execution_name="exec-1",
+    )
+
+
+def create_job(aws: Aws, run: dict[str, Any], metrics: dict[str, float]) -> None:
+    from moto.sagemaker.models import sagemaker_backends
+
+    aws.client("sagemaker").create_training_job(
+        TrainingJobName=run["training_job_name"],
+        AlgorithmSpecification={
+            "TrainingImage": run["training"]["image_uri"],
+            "TrainingInputMode": "File",
+        },
+        RoleArn="arn:aws:iam::123456789012:role/training",
+        OutputDataConfig={"S3OutputPath": run["training"]["output_path"]},
+        ResourceConfig={"InstanceType": "ml.g5.2xlarge", "InstanceCount": 1, "VolumeSizeInGB": 50},
+        StoppingCondition={"MaxRuntimeInSeconds": 3600},
+    )
+    job = sagemaker_backends["123456789012"]["us-east-1"].training_jobs[run["training_job_name"]]
+    job.final_metric_data_list = [
+        {"MetricName": k, "Value": v, "Timestamp": job.creation_time} for k, v in metrics.items()
+    ]
+
+
+def test_started_creates_experiment_trial_and_run_component_idempotently(
+    aws: Aws, run: dict[str, Any]
+) -> None:
+    record(aws, "started", run)
+    record(aws, "started", run)  # a retried state must not fail
+
+    sagemaker = aws.client("sagemaker")
+    assert sagemaker.describe_experiment(ExperimentName="llmft-test-chat")["ExperimentName"]
+    trial = sagemaker.describe_trial(TrialName=run["trial_name"])
+    assert trial["ExperimentName"] == "llmft-test-chat"
+    component = sagemaker.describe_trial_component(TrialComponentName=f"{run['trial_name']}-run")
+    assert component["Parameters"]["instance_type"]["StringValue"] == "ml.g5.2xlarge"
+    assert component["InputArtifacts"]["dataset-train"]["Value"].startswith(
+        "s3://llmft-test-datasets/datasets/default/train.jsonl?versionId="
+    )
+
+
+def test_trained_returns_metrics_and_gate_inputs(aws: Aws, run: dict[str, Any]) -> None:
+    record(aws, "started", run)
+    create_job(aws, run, {"eval_loss": 1.5, "perplexity": 4.48, "train_loss": 1.2})
+
+    result = record(aws, "trained", run, training={"model_artifacts": "s3://a/models/x/"})
+
+    assert result["metrics"] == {"eval_loss": 1.5, "perplexity": 4.48, "train_loss": 1.2}
+    evaluation = result["evaluation"]
+    assert evaluation["value"] == 1.5
+    assert evaluation["threshold"] == 2.0
+    assert evaluation["passed"] is True
+    assert result["package_metadata"]["eval_loss"] == "1.5"
+    body = aws.client("s3").get_object(
+        Bucket=aws.settings.artifacts_bucket, Key=f"runs/{run['run_id']}/evaluation.json"
+    )["Body"]
+    assert json.loads(body.read())["metrics"]["perplexity"] == 4.48
+
+
+def test_best_approved_considers_only_approved_packages(aws: Aws) -> None:
+    sagemaker = aws.client("sagemaker")
+    sagemaker.create_model_package_group(ModelPackageGroupName="g")
+    for status, loss in (("Approved", "1.4"), ("Rejected", "0.9"), ("Approved", "1.2")):
+        sagemaker.create_model_package(
+            ModelPackageGroupName="g",
+            ModelApprovalStatus=status,
+            CustomerMetadataProperties={"eval_loss": loss},
+        )
+    value, arn = best_approved_metric(sagemaker, "g", "eval_loss")
+    assert value == 1.2
+    assert arn is not None
+
+
+@pytest.mark.parametrize(
+    ("evaluation", "passed", "reason"),
+    [
+        ({"metric": "eval_loss", "value": None}, False, "reported no eval_loss"),
+        ({"metric": "eval_loss", "value": 2.5, "threshold": 2.0}, False, "above the threshold 2"),
+        (
+            {
+                "metric": "eval_loss",
+                "value": 1.3,
+                "must_beat_best_approved": True,
+                "best_approved_value": 1.3,
+            },
+            False,
+            "does not beat the best approved model (1.3)",
+        ),
+        ({"metric": "perplexity", "value": 3.0, "threshold": 4.0}, True, "perplexity 3 passed"),
+    ],
+)
+def test_gate_reason(evaluation: dict[str, Any], passed: bool, reason: str) -> None:
+    decision, text = gate_reason(evaluation)
+    assert decision is passed
+    assert reason in text
+
+
+def test_failure_before_a_run_exists_is_kept_by_execution_name(aws: Aws) -> None:
+    result = record(aws, "failed", None, error={"Error": "RunRequestInvalid", "Cause": "x"})
+    assert result["status"] == "failed"
+    body = aws.client("s3").get_object(
+        Bucket=aws.settings.artifacts_bucket, Key="runs/_invalid/exec-1.json"
+    )["Body"]
+    assert json.loads(body.read())["error"]["Error"] == "RunRequestInvalid"
+
+
+def test_failed_run_is_closed_with_its_cause_and_summarised(aws: Aws, run: dict[str, Any]) -> None:
+    record(aws, "started", run)
+    summary = record(
+        aws, "failed", run, error={"Error": "States.TaskFailed", "Cause": "out of memory"}
+    )
+    assert summary["status"] == "failed"
+    assert summary["error"]["Cause"] == "out of memory"
+    component = aws.client("sagemaker").describe_trial_component(
+        TrialComponentName=f"{run['trial_name']}-run"
+    )
+    assert component["Status"]["PrimaryStatus"] == "Failed"
+    assert "out of memory" in component["Status"]["Message"]

@@ -1,0 +1,173 @@
+"""The workflow definition as data: the resolved JSON of the states that matter."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from finetune.local.cfn import Intrinsics
+from llm_sft.metrics import METRIC_DEFINITIONS
+from stacks.components.workflow import retries
+from tests.infra.synth import Synthesized
+
+
+@pytest.fixture(scope="module")
+def states(dev: Synthesized) -> dict[str, dict[str, Any]]:
+    intrinsics = Intrinsics(dev.templates)
+    intrinsics.attribute_fallback = lambda stack, logical, attribute: f"<{logical}.{attribute}>"
+    for stack, template in dev.templates.items():
+        for logical_id in template["Resources"]:
+            intrinsics.physical[(stack, logical_id)] = f"<{logical_id}>"
+    (machine,) = intrinsics.logical_ids("Workflow", "AWS::StepFunctions::StateMachine")
+    definition = json.loads(intrinsics.properties("Workflow", machine)["DefinitionString"])
+    assert definition["StartAt"] == "Receive run request"
+    return dict(definition["States"])
+
+
+def test_train_runs_the_job_synchronously_with_fixed_security_settings(
+    states: dict[str, dict[str, Any]],
+) -> None:
+    train = states["Train model"]
+    assert train["Resource"] == "arn:aws:states:::sagemaker:createTrainingJob.sync"
+    parameters = train["Parameters"]
+    assert parameters["RoleArn"].startswith("<TrainingJobRole")
+    assert parameters["OutputDataConfig"]["KmsKeyId"].startswith("<")
+    assert parameters["OutputDataConfig"]["CompressionType"] == "NONE"
+    assert parameters["ResourceConfig"]["VolumeKmsKeyId"] == parameters["OutputDataConfig"][
+        "KmsKeyId"
+    ]
+    assert len(parameters["VpcConfig"]["Subnets"]) == 2
+    assert len(parameters["VpcConfig"]["SecurityGroupIds"]) == 1
+    assert parameters["EnableInterContainerTrafficEncryption"] is True
+    assert parameters["AlgorithmSpecification"]["MetricDefinitions"] == [
+        dict(d) for d in METRIC_DEFINITIONS
+    ]
+    assert parameters["CheckpointConfig"] == {
+        "S3Uri.$": "$.run.training.checkpoint_s3_uri",
+        "LocalPath": "/opt/ml/checkpoints",
+    }
+    assert parameters["ExperimentConfig"]["TrialName.$"] == "$.run.trial_name"
+    assert parameters["Environment"]["MLFLOW_TRACKING_URI"].startswith("<Mlflow")
+    # Only run-specific values come from the request (through the launch function's output).
+    dynamic = {key for key in parameters if key.endswith(".$")}
+    assert dynamic == {
+        "TrainingJobName.$",
+        "HyperParameters.$",
+        "InputDataConfig.$",
+        "EnableManagedSpotTraining.$",
+        "StoppingCondition.$",
+        "Tags.$",
+    }
+    assert train["ResultPath"] == "$.training"
+
+
+def test_every_task_is_caught_and_retried(states: dict[str, dict[str, Any]]) -> None:
+    tasks = {name: state for name, state in states.items() if state["Type"] == "Task"}
+    assert len(tasks) >= 18
+    for name, state in tasks.items():
+        assert state.get("Catch"), f"{name} has no Catch"
+        assert state.get("Retry"), f"{name} has no Retry"
+        for retry in state["Retry"]:
+            assert retry["JitterStrategy"] == "FULL", name
+            assert "States.ALL" not in retry["ErrorEquals"], name
+
+
+def test_catches_lead_to_the_failure_record_then_notification(
+    states: dict[str, dict[str, Any]],
+) -> None:
+    for name in ("Validate and resolve run", "Train model", "Register model", "Create model"):
+        (catch,) = states[name]["Catch"]
+        assert catch == {
+            "ErrorEquals": ["States.ALL"],
+            "ResultPath": "$.error",
+            "Next": "Run resolved?",
+        }
+    resolved = states["Run resolved?"]
+    assert resolved["Choices"][0]["Next"] == "Record failure"
+    assert resolved["Default"] == "Record invalid request"
+    assert states["Record failure"]["Next"] == "Notify run failed"
+    assert states["Record failure"]["Catch"][0]["Next"] == "Notify run failed"
+    assert states["Notify run failed"]["Next"] == "Reserved error name?"
+
+
+def test_retry_policies_match_each_service(states: dict[str, dict[str, Any]]) -> None:
+    (lambda_retry,) = states["Validate and resolve run"]["Retry"]
+    assert lambda_retry["ErrorEquals"] == retries.LAMBDA_TRANSIENT
+    assert lambda_retry["MaxAttempts"] == 6
+    assert lambda_retry["BackoffRate"] == 2
+    (train_retry,) = states["Train model"]["Retry"]
+    assert train_retry["ErrorEquals"] == retries.SAGEMAKER_TRANSIENT
+    # A second CreateTrainingJob with the same name can only fail: one retry at most.
+    assert train_retry["MaxAttempts"] == 2
+    (sns_retry,) = states["Notify run succeeded"]["Retry"]
+    assert sns_retry["ErrorEquals"] == retries.SNS_TRANSIENT
+
+
+def test_gate_rejects_missing_metric_threshold_and_not_better_than_best(
+    states: dict[str, dict[str, Any]],
+) -> None:
+    gate = states["Passes evaluation gate?"]
+    assert gate["Default"] == "Register model"
+    missing, threshold, best = gate["Choices"]
+    assert missing == {
+        "Not": {"Variable": "$.recorded.evaluation.value", "IsNumeric": True},
+        "Next": "Record gate rejection",
+        "Comment": "no metric",
+    }
+    assert threshold["And"][1] == {
+        "Variable": "$.recorded.evaluation.value",
+        "NumericGreaterThanPath": "$.recorded.evaluation.threshold",
+    }
+    assert best["And"][0] == {
+        "Variable": "$.recorded.evaluation.must_beat_best_approved",
+        "BooleanEquals": True,
+    }
+    assert best["And"][2]["NumericGreaterThanEqualsPath"] == (
+        "$.recorded.evaluation.best_approved_value"
+    )
+    assert {threshold["Next"], best["Next"]} == {"Record gate rejection"}
+
+
+def test_deploy_only_when_requested_and_approved(states: dict[str, dict[str, Any]]) -> None:
+    deploy = states["Deploy?"]
+    (choice,) = deploy["Choices"]
+    assert choice["And"] == [
+        {"Variable": "$.run.deployment.enabled", "BooleanEquals": True},
+        {"Variable": "$.run.deployment.approved", "BooleanEquals": True},
+    ]
+    assert choice["Next"] == "Create model"
+    assert deploy["Default"] == "Record completion"
+
+
+def test_endpoint_wait_is_bounded_and_failures_roll_back(
+    states: dict[str, dict[str, Any]],
+) -> None:
+    assert states["Wait for endpoint"]["SecondsPath"] == "$.run.deployment.poll_seconds"
+    waited = states["Waited too long?"]
+    assert waited["Choices"][0]["NumericGreaterThanEqualsPath"] == "$.run.deployment.max_polls"
+    assert waited["Default"] == "Wait for endpoint"
+    assert states["Count wait"]["Parameters"] == {
+        "value.$": "States.MathAdd($.endpoint.polls, 1)"
+    }
+    assert states["Smoke test endpoint"]["Catch"][0]["Next"] == "Previous config to restore?"
+    rollback = states["Previous config to restore?"]
+    assert rollback["Choices"][0]["Next"] == "Restore previous endpoint config"
+    assert rollback["Default"] == "Delete failed endpoint"
+    restore = states["Restore previous endpoint config"]
+    assert restore["Parameters"]["EndpointConfigName.$"] == "$.endpoint.rollback.previous_config"
+
+
+def test_model_is_served_network_isolated_in_the_vpc(states: dict[str, dict[str, Any]]) -> None:
+    model = states["Create model"]["Parameters"]
+    assert model["EnableNetworkIsolation"] is True
+    assert model["ExecutionRoleArn"].startswith("<ModelRole")
+    assert model["PrimaryContainer"]["Image"].endswith(
+        "huggingface-pytorch-tgi-inference:2.7.0-tgi3.3.6-gpu-py311-cu124-ubuntu22.04"
+    )
+    config = states["Create endpoint config"]["Parameters"]
+    assert config["DataCaptureConfig"]["KmsKeyId"].startswith("<")
+    register = states["Register model"]["Parameters"]
+    assert register["ClientToken.$"] == "$.run.training_job_name"
+    assert register["SecurityConfig"]["KmsKeyId"].startswith("<")
