@@ -176,3 +176,10 @@ def test_malformed_requests_are_refused_naming_a_field_and_start_nothing(
     sfn = aws.client("stepfunctions")
     assert sfn.list_executions(stateMachineArn=aws.settings.state_machine_arn)["executions"] == []
     assert aws.client("sagemaker").list_training_jobs()["TrainingJobSummaries"] == []
+
+
+def test_committed_json_schema_is_current() -> None:
+    from runspec.schema import run_request_schema
+
+    committed = json.loads((EXAMPLES.parents[1] / "docs" / "run-request.schema.json").read_text())
+    assert committed == run_request_schema(), "regenerate: python -m runspec.schema > docs/..."
