@@ -8,7 +8,7 @@ import os
 os.environ.update(
     {
         "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",  # noqa: S105 - moto's fake credentials
+        "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_SESSION_TOKEN": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
         "AWS_REGION": "us-east-1",
@@ -25,9 +25,9 @@ os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 # Synthesized apps are shared by the infra and workflow suites; each is built once per session.
-import pytest  # noqa: E402
+import pytest
 
-from tests.infra.synth import Synthesized, synthesize  # noqa: E402
+from tests.infra.synth import Synthesized, synthesize
 
 
 @pytest.fixture(scope="session")

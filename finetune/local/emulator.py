@@ -93,9 +93,7 @@ def deploy_platform(
         intrinsics.attribute[("Workflow", logical_id, "TopicName")] = name
 
     functions = _create_functions(intrinsics, dict(function_environment_overrides or {}))
-    launch_environment = next(
-        env for env in functions.values() if "FT_STATE_MACHINE_ARN" in env
-    )
+    launch_environment = next(env for env in functions.values() if "FT_STATE_MACHINE_ARN" in env)
     _create_training_image(launch_environment["FT_CUSTOM_IMAGE_URI"])
 
     (machine_id,) = intrinsics.logical_ids("Workflow", "AWS::StepFunctions::StateMachine")
@@ -154,9 +152,7 @@ def _create_model_package_group(intrinsics: Intrinsics) -> str:
     sagemaker = boto3.client("sagemaker", region_name="us-east-1")
     (logical_id,) = intrinsics.logical_ids("Tracking", "AWS::SageMaker::ModelPackageGroup")
     name = intrinsics.properties("Tracking", logical_id)["ModelPackageGroupName"]
-    arn = sagemaker.create_model_package_group(ModelPackageGroupName=name)[
-        "ModelPackageGroupArn"
-    ]
+    arn = sagemaker.create_model_package_group(ModelPackageGroupName=name)["ModelPackageGroupArn"]
     intrinsics.attribute[("Tracking", logical_id, "ModelPackageGroupArn")] = arn
     return str(name)
 

@@ -25,6 +25,7 @@ import importlib
 import json
 import logging
 import os
+import sys
 import threading
 import time
 import traceback
@@ -153,7 +154,7 @@ def _training_sync_service(runner: TrainingRunner | None) -> type:
     from moto.stepfunctions.parser.asl.utils.boto_client import boto_client_for
     from moto.stepfunctions.parser.asl.utils.encoding import to_json_str
 
-    class SageMakerWithSync(StateTaskServiceUnsupported):  # type: ignore[misc]
+    class SageMakerWithSync(StateTaskServiceUnsupported):
         def __init__(self) -> None:
             super().__init__()
             self._supported_integration_patterns = {
@@ -357,8 +358,6 @@ def patched_moto(
 
 def _patch_parser_imports(factory: Any, function: Callable[[str], Any]) -> None:
     """Modules that imported ``state_task_service_for`` by name hold their own reference."""
-    import sys
-
     for module in list(sys.modules.values()):
         if (
             module is not None
@@ -366,4 +365,4 @@ def _patch_parser_imports(factory: Any, function: Callable[[str], Any]) -> None:
             and getattr(module, "state_task_service_for", None) is not None
             and module is not factory
         ):
-            module.state_task_service_for = function
+            setattr(module, "state_task_service_for", function)  # noqa: B010

@@ -45,6 +45,12 @@ def validate_for_platform(request: RunRequest, settings: PlatformSettings) -> li
         )
     else:
         problems.extend(_fit_problems(request, instance_type, settings.region))
+    if request.training.instance_count > 1:
+        problems.append(
+            f"training.instance_count: {request.training.instance_count} instances are not "
+            "supported: the training code runs one process per job with the model spread over "
+            "the instance's GPUs; use one instance with more GPUs (e.g. ml.g5.12xlarge)"
+        )
     problems.extend(_deployment_problems(request, settings))
     for field, uri in _dataset_uris(request, settings):
         bucket = S3_URI.match(uri).group("bucket")  # type: ignore[union-attr]

@@ -35,7 +35,9 @@ def test_config_is_frozen() -> None:
 
 
 def test_unknown_environment_names_the_key_and_the_choices() -> None:
-    with pytest.raises(ConfigError, match=r"env: unknown environment 'staging'; known: dev, local, prod"):
+    with pytest.raises(
+        ConfigError, match=r"env: unknown environment 'staging'; known: dev, local, prod"
+    ):
         load_config("staging")
 
 

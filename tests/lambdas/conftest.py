@@ -27,7 +27,9 @@ def make_settings(**changes: Any) -> PlatformSettings:
         "datasets_bucket": "llmft-test-datasets",
         "artifacts_bucket": "llmft-test-artifacts",
         "state_machine_arn": f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:llmft-test-finetune",
-        "custom_image_uri": f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{IMAGE_REPOSITORY}:{IMAGE_TAG}",
+        "custom_image_uri": (
+            f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{IMAGE_REPOSITORY}:{IMAGE_TAG}"
+        ),
         "script_mode_image_uri": "763104351884.dkr.ecr.us-east-1.amazonaws.com/"
         "huggingface-pytorch-training:2.9.0-transformers5.3.0-gpu-py312-cu130-ubuntu22.04",
         "script_source_s3_uri": "s3://cdk-assets/abc.tar.gz",

@@ -129,6 +129,7 @@ def test_s3_base_model_becomes_the_model_channel(aws: Aws) -> None:
             "deployment.instance_type: 'ml.m5.xlarge' has no NVIDIA GPU",
         ),
         ({"base_model": "my-org/custom-model"}, "model_parameters_billions:"),
+        ({"training": {"instance_count": 2}}, "training.instance_count: 2 instances are not"),
     ],
 )
 def test_platform_rules_name_the_field(aws: Aws, request_: dict[str, Any], message: str) -> None:

@@ -35,9 +35,9 @@ def test_train_runs_the_job_synchronously_with_fixed_security_settings(
     assert parameters["RoleArn"].startswith("<TrainingJobRole")
     assert parameters["OutputDataConfig"]["KmsKeyId"].startswith("<")
     assert parameters["OutputDataConfig"]["CompressionType"] == "NONE"
-    assert parameters["ResourceConfig"]["VolumeKmsKeyId"] == parameters["OutputDataConfig"][
-        "KmsKeyId"
-    ]
+    assert (
+        parameters["ResourceConfig"]["VolumeKmsKeyId"] == parameters["OutputDataConfig"]["KmsKeyId"]
+    )
     assert len(parameters["VpcConfig"]["Subnets"]) == 2
     assert len(parameters["VpcConfig"]["SecurityGroupIds"]) == 1
     assert parameters["EnableInterContainerTrafficEncryption"] is True
@@ -148,9 +148,7 @@ def test_endpoint_wait_is_bounded_and_failures_roll_back(
     waited = states["Waited too long?"]
     assert waited["Choices"][0]["NumericGreaterThanEqualsPath"] == "$.run.deployment.max_polls"
     assert waited["Default"] == "Wait for endpoint"
-    assert states["Count wait"]["Parameters"] == {
-        "value.$": "States.MathAdd($.endpoint.polls, 1)"
-    }
+    assert states["Count wait"]["Parameters"] == {"value.$": "States.MathAdd($.endpoint.polls, 1)"}
     assert states["Smoke test endpoint"]["Catch"][0]["Next"] == "Previous config to restore?"
     rollback = states["Previous config to restore?"]
     assert rollback["Choices"][0]["Next"] == "Restore previous endpoint config"

@@ -62,7 +62,9 @@ def packages(flow: Workflow) -> list[dict[str, Any]]:
     summaries = sagemaker.list_model_packages(
         ModelPackageGroupName=flow.platform.model_package_group
     )["ModelPackageSummaryList"]
-    return [sagemaker.describe_model_package(ModelPackageName=s["ModelPackageArn"]) for s in summaries]
+    return [
+        sagemaker.describe_model_package(ModelPackageName=s["ModelPackageArn"]) for s in summaries
+    ]
 
 
 def test_happy_path_trains_records_registers_deploys_and_notifies(workflow: Workflow) -> None:
@@ -77,9 +79,10 @@ def test_happy_path_trains_records_registers_deploys_and_notifies(workflow: Work
     (job,) = workflow.training.jobs
     assert job["TrainingJobName"] == f"llmft-local-{run_id}"
     assert job["EnableManagedSpotTraining"] is True
-    assert job["StoppingCondition"]["MaxWaitTimeInSeconds"] > job["StoppingCondition"][
-        "MaxRuntimeInSeconds"
-    ]
+    assert (
+        job["StoppingCondition"]["MaxWaitTimeInSeconds"]
+        > job["StoppingCondition"]["MaxRuntimeInSeconds"]
+    )
     assert job["CheckpointConfig"]["S3Uri"].endswith(f"/checkpoints/{run_id}/")
     assert job["ExperimentConfig"]["TrialName"] == run["trial_name"]
     assert job["Environment"]["FT_RUN_ID"] == run_id
@@ -245,7 +248,9 @@ def test_failed_new_endpoint_is_deleted(workflow: Workflow) -> None:
     workflow.endpoints.failing_configs.add("llmft-local-fresh")
 
     result = workflow.run(
-        workflow.base_request(run_name="fresh", deployment={"enabled": True, "endpoint_name": "new"})
+        workflow.base_request(
+            run_name="fresh", deployment={"enabled": True, "endpoint_name": "new"}
+        )
     )
 
     assert result.status == "FAILED"
@@ -282,9 +287,10 @@ def test_platform_rules_are_checked_before_anything_starts(workflow: Workflow) -
     result = workflow.run(workflow.base_request(training={"instance_type": "ml.t3.medium"}))
 
     assert result.error == "RunRequestInvalid"
-    assert "training.instance_type: 'ml.t3.medium' is not allowed" in result.cause_json()[
-        "errorMessage"
-    ]
+    assert (
+        "training.instance_type: 'ml.t3.medium' is not allowed"
+        in result.cause_json()["errorMessage"]
+    )
     assert workflow.training.jobs == []
 
 

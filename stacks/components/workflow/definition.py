@@ -692,7 +692,9 @@ class FineTuneDefinition:
                     "Run failed in a step",
                     error="RunFailed",
                     cause_path=JsonPath.format(
-                        "{}: {}", JsonPath.string_at("$.error.Error"), JsonPath.string_at("$.error.Cause")
+                        "{}: {}",
+                        JsonPath.string_at("$.error.Error"),
+                        JsonPath.string_at("$.error.Cause"),
                     ),
                 ),
             )
