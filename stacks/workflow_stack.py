@@ -114,7 +114,9 @@ class WorkflowStack(cdk.Stack):
         )
         functions = self._functions(config, network, encryption_key, settings)
         launch, record, smoke = functions
-        self._grant_launch(launch, datasets, image, state_machine_arn)
+        self._grant_launch(
+            launch, datasets, artifacts, image, state_machine_arn, model_package_group_name
+        )
         self._grant_record(record, artifacts, config, model_package_group_name)
         smoke.role.add_to_policy(
             iam.PolicyStatement(
@@ -213,10 +215,36 @@ class WorkflowStack(cdk.Stack):
         self,
         launch: ProjectFunction,
         datasets: Any,
+        artifacts: Any,
         image: TrainingImage,
         state_machine_arn: str,
+        group: str,
     ) -> None:
         role = launch.role
+        runs = artifacts.arn_for_objects("runs/*")
+        packages = self._sagemaker_arn("model-package", f"{group}/*")
+        role.add_to_policy(
+            iam.PolicyStatement(
+                # Deploying an earlier run reads its record and checks its package's approval.
+                sid="ReadRunToDeploy",
+                actions=["s3:GetObject"],
+                resources=[runs],
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="CheckPackageApproval",
+                actions=["sagemaker:DescribeModelPackage"],
+                resources=[packages],
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="DecryptRunRecords",
+                actions=["kms:Decrypt"],
+                resources=[artifacts.encryption_key.key_arn],
+            )
+        )
         role.add_to_policy(
             iam.PolicyStatement(
                 sid="PinDatasetVersions",
@@ -253,9 +281,13 @@ class WorkflowStack(cdk.Stack):
             role.policy,
             "Requests name dataset objects anywhere in the platform's datasets bucket; the "
             "function only reads their metadata (HEAD) to pin versions. Existing runs are "
-            "executions named by run id under the platform's one state machine.",
+            "executions named by run id under the platform's one state machine; run records "
+            "live under runs/<run id>/ and packages are numbered versions in the platform's "
+            "group.",
             datasets.arn_for_objects("*"),
             executions,
+            runs,
+            packages,
         )
 
     def _grant_record(

@@ -1,7 +1,8 @@
 """Launch function: resolve a run inside the workflow, or start the workflow for a request.
 
 Events:
-    ``{"request": {...}, "execution_name": "..."}`` (from the state machine) -> the resolved run.
+    ``{"request": {...}, "execution_name": "..."}`` (from the state machine) -> the resolved run;
+    a request ``{"deploy_run": "<run id>"}`` resolves to the deployment of that run's model.
     ``{"action": "start", "request": {...}}`` (from people or tools) -> the started execution.
 Invalid requests raise ``RunRequestInvalid``; its message lists every ``field: rule``.
 """
@@ -19,7 +20,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict
 
 from launch_run import logic
-from runspec.request import RunRequestError
+from runspec.request import RunRequestError, is_deploy_request
 from runspec.settings import PlatformSettings
 
 logger = Logger(service="launch-run")
@@ -56,18 +57,24 @@ def handler(event: LaunchEvent, context: LambdaContext) -> dict[str, Any]:
                 sfn=_client("stepfunctions"),
                 s3=_client("s3"),
                 ecr=_client("ecr"),
+                sagemaker=_client("sagemaker"),
             )
             logger.info("run started", extra=result)
             return result
-        run = logic.resolve_run(
-            event.request,
-            settings,
-            execution_name=event.execution_name,
-            s3=_client("s3"),
-            ecr=_client("ecr"),
-        )
+        if is_deploy_request(event.request):
+            run = logic.resolve_deployment(
+                event.request, settings, s3=_client("s3"), sagemaker=_client("sagemaker")
+            )
+        else:
+            run = logic.resolve_run(
+                event.request,
+                settings,
+                execution_name=event.execution_name,
+                s3=_client("s3"),
+                ecr=_client("ecr"),
+            )
     except RunRequestError as error:
         logger.warning("invalid run request", extra={"problems": error.problems})
         raise RunRequestInvalid("; ".join(error.problems)) from None
-    logger.info("run resolved", extra={"run_id": run["run_id"]})
+    logger.info("run resolved", extra={"run_id": run["run_id"], "mode": run["mode"]})
     return run

@@ -5,6 +5,7 @@ Plain functions over typed arguments; AWS clients are passed in (the handler cre
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -12,10 +13,26 @@ from typing import Any
 from runspec.catalog import UnknownInstanceType, get_instance, resolve_model_shape
 from runspec.estimate import check_fit
 from runspec.naming import derive_run_id, run_id_for_execution, sagemaker_experiment_name
-from runspec.request import S3_URI, RunRequest, RunRequestError, parse_run_request
+from runspec.request import (
+    S3_URI,
+    Deployment,
+    DeployRequest,
+    RunRequest,
+    RunRequestError,
+    is_deploy_request,
+    parse_deploy_request,
+    parse_run_request,
+)
 from runspec.settings import PlatformSettings
 
-__all__ = ["DEFAULT_DATASET_PREFIX", "resolve_run", "start_run", "validate_for_platform"]
+__all__ = [
+    "DEFAULT_DATASET_PREFIX",
+    "deployment_section",
+    "resolve_deployment",
+    "resolve_run",
+    "start_run",
+    "validate_for_platform",
+]
 
 #: Where ``{}`` looks for data: s3://<datasets bucket>/datasets/default/{train,validation}.jsonl
 DEFAULT_DATASET_PREFIX = "datasets/default"
@@ -286,9 +303,6 @@ def resolve_run(
     stopping_condition: dict[str, int] = {"MaxRuntimeInSeconds": training.max_runtime_seconds}
     if training.max_wait_seconds is not None:
         stopping_condition["MaxWaitTimeInSeconds"] = training.max_wait_seconds
-    deployment = request.deployment
-    endpoint_suffix = deployment.endpoint_name or request.experiment_name
-    endpoint_instance_type = deployment.instance_type or settings.default_endpoint_instance_type
     tags = [{"Key": "ft:run-id", "Value": run_id}] + [
         {"Key": key, "Value": value} for key, value in sorted(request.tags.items())
     ]
@@ -302,6 +316,7 @@ def resolve_run(
         for name, dataset in datasets.items()
     }
     return {
+        "mode": "train",
         "run_id": run_id,
         "execution_name": execution_name,
         "experiment_name": sagemaker_experiment_name(settings.prefix, request.experiment_name),
@@ -329,21 +344,96 @@ def resolve_run(
             "model_package_group": settings.model_package_group,
             "approval_status": settings.model_approval_status,
         },
-        "deployment": {
-            "enabled": deployment.enabled,
-            "approved": settings.model_approval_status == "Approved",
-            "endpoint_name": f"{settings.prefix}-{endpoint_suffix}",
-            "model_name": resource_name,
-            "endpoint_config_name": resource_name,
-            "instance_type": endpoint_instance_type,
-            "initial_instance_count": deployment.initial_instance_count,
-            # TGI shards the model over the instance's GPUs (SM_NUM_GPUS).
-            "gpus_per_instance": _gpus(endpoint_instance_type),
-            "poll_seconds": settings.endpoint_poll_seconds,
-            "max_polls": settings.endpoint_max_polls,
-        },
+        "deployment": deployment_section(
+            request.deployment,
+            experiment_name=request.experiment_name,
+            resource_name=resource_name,
+            approved=settings.model_approval_status == "Approved",
+            settings=settings,
+        ),
         "tags": tags,
     }
+
+
+def deployment_section(
+    deployment: Deployment,
+    *,
+    experiment_name: str,
+    resource_name: str,
+    approved: bool,
+    settings: PlatformSettings,
+) -> dict[str, Any]:
+    """What the workflow's deploy steps need: names, instance, and the wait loop's bounds."""
+    instance_type = deployment.instance_type or settings.default_endpoint_instance_type
+    return {
+        "enabled": deployment.enabled,
+        "approved": approved,
+        "endpoint_name": f"{settings.prefix}-{deployment.endpoint_name or experiment_name}",
+        "model_name": resource_name,
+        "endpoint_config_name": resource_name,
+        "instance_type": instance_type,
+        "initial_instance_count": deployment.initial_instance_count,
+        # TGI shards the model over the instance's GPUs (SM_NUM_GPUS).
+        "gpus_per_instance": _gpus(instance_type),
+        "poll_seconds": settings.endpoint_poll_seconds,
+        "max_polls": settings.endpoint_max_polls,
+    }
+
+
+def resolve_deployment(
+    payload: object, settings: PlatformSettings, *, s3: Any, sagemaker: Any
+) -> dict[str, Any]:
+    """The run document for deploying an earlier run's Approved model package."""
+    request = parse_deploy_request(payload)
+    key = f"runs/{request.deploy_run}/run.json"
+    try:
+        record = json.loads(s3.get_object(Bucket=settings.artifacts_bucket, Key=key)["Body"].read())
+    except s3.exceptions.NoSuchKey:
+        raise RunRequestError([f"deploy_run: no run {request.deploy_run!r} is recorded"]) from None
+    package_arn = next(
+        (m["model_package_arn"] for m in record["milestones"] if m.get("model_package_arn")), None
+    )
+    if package_arn is None:
+        raise RunRequestError(
+            [
+                f"deploy_run: run {request.deploy_run!r} registered no model "
+                f"(status {record['status']})"
+            ]
+        )
+    package = sagemaker.describe_model_package(ModelPackageName=package_arn)
+    if package["ModelApprovalStatus"] != "Approved":
+        raise RunRequestError(
+            [
+                f"deploy_run: the model of run {request.deploy_run!r} is "
+                f"{package['ModelApprovalStatus']}; approve it first (finetune promote)"
+            ]
+        )
+    run = dict(record["run"])
+    original = parse_run_request(run["request"])
+    deployment = request.deployment or original.deployment.model_copy(update={"enabled": True})
+    problems = _deployment_problems(
+        original.model_copy(update={"deployment": deployment}), settings
+    )
+    if not deployment.enabled:
+        problems.append("deployment.enabled: must be true to deploy")
+    if problems:
+        raise RunRequestError(problems)
+    container = package["InferenceSpecification"]["Containers"][0]
+    run.update(
+        {
+            "mode": "deploy",
+            "model_artifacts": container["ModelDataSource"]["S3DataSource"]["S3Uri"],
+            "model_package_arn": package_arn,
+            "deployment": deployment_section(
+                deployment,
+                experiment_name=original.experiment_name,
+                resource_name=run["training_job_name"],
+                approved=True,
+                settings=settings,
+            ),
+        }
+    )
+    return run
 
 
 def _gpus(instance_type: str) -> str:
@@ -375,20 +465,29 @@ def start_run(
     sfn: Any,
     s3: Any,
     ecr: Any,
+    sagemaker: Any | None = None,
 ) -> dict[str, Any]:
-    """Start the workflow for ``payload`` with the run id as the execution name.
+    """Start the workflow for ``payload`` (a run request, or a deploy request) with the run id
+    as the execution name.
 
     The request is resolved first (nothing starts when it is invalid). Starting the same request
     again returns the existing execution instead of a second run.
     """
-    request = parse_run_request(payload)
-    run_id = derive_run_id(request)
-    resolve_run(payload, settings, execution_name=run_id, s3=s3, ecr=ecr)
+    request: RunRequest | DeployRequest
+    if is_deploy_request(payload):
+        deploy = parse_deploy_request(payload)
+        resolve_deployment(payload, settings, s3=s3, sagemaker=sagemaker)
+        name = f"{deploy.deploy_run}-deploy-{_short_hash(json.dumps(payload, sort_keys=True))}"
+        run_id, request = deploy.deploy_run, deploy
+    else:
+        request = parse_run_request(payload)
+        run_id = name = derive_run_id(request)
+        resolve_run(payload, settings, execution_name=run_id, s3=s3, ecr=ecr)
     execution_input = json.dumps(request.model_dump(mode="json", exclude_defaults=True))
-    execution_arn = _execution_arn(settings.state_machine_arn, run_id)
+    execution_arn = _execution_arn(settings.state_machine_arn, name)
     try:
         started = sfn.start_execution(
-            stateMachineArn=settings.state_machine_arn, name=run_id, input=execution_input
+            stateMachineArn=settings.state_machine_arn, name=name, input=execution_input
         )
         return {"run_id": run_id, "execution_arn": started["executionArn"], "started": True}
     except sfn.exceptions.ExecutionAlreadyExists:
@@ -406,6 +505,10 @@ def start_run(
             "started": False,
             "status": existing["status"],
         }
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
 
 
 def _execution_arn(state_machine_arn: str, name: str) -> str:

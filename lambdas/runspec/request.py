@@ -18,12 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 __all__ = [
     "SCHEMA_VERSION",
     "Dataset",
+    "DeployRequest",
     "Deployment",
     "Evaluation",
     "Hyperparameters",
     "RunRequest",
     "RunRequestError",
     "Training",
+    "is_deploy_request",
+    "parse_deploy_request",
     "parse_run_request",
 ]
 
@@ -247,6 +250,32 @@ class RunRequest(_Section):
         return self.hyperparameters.method or "lora"
 
 
+class DeployRequest(_Section):
+    """Deploy the registered model of an earlier run; its model package must be Approved.
+
+    This is what ``finetune promote RUN`` starts after approving, and what a console user can
+    start to (re)deploy an approved run: ``{"deploy_run": "<run id>"}``.
+    """
+
+    deploy_run: Annotated[str, Field(min_length=1, max_length=64, pattern=_NAME)]
+    #: None: the run's own deployment settings (enabled).
+    deployment: Deployment | None = None
+
+
+def parse_deploy_request(payload: object) -> DeployRequest:
+    """Validate ``payload`` as a deploy request; RunRequestError names each bad field."""
+    if not isinstance(payload, Mapping):
+        raise RunRequestError([f"(request): must be a JSON object, got {type(payload).__name__}"])
+    try:
+        return DeployRequest.model_validate(dict(payload))
+    except ValidationError as error:
+        raise RunRequestError(_describe(error, root=DeployRequest)) from None
+
+
+def is_deploy_request(payload: object) -> bool:
+    return isinstance(payload, Mapping) and "deploy_run" in payload
+
+
 def parse_run_request(payload: object) -> RunRequest:
     """Validate ``payload`` (a decoded JSON/YAML document) as a run request.
 
@@ -262,7 +291,7 @@ def parse_run_request(payload: object) -> RunRequest:
         raise RunRequestError(_describe(error)) from None
 
 
-def _describe(error: ValidationError) -> list[str]:
+def _describe(error: ValidationError, root: type[BaseModel] | None = None) -> list[str]:
     by_field: dict[str, list[str]] = {}
     for item in error.errors(include_url=False):
         location = [str(part) for part in item["loc"]]
@@ -270,7 +299,7 @@ def _describe(error: ValidationError) -> list[str]:
         location = [part for part in location if not _is_union_tag(part)]
         field = ".".join(location) or "(request)"
         if item["type"] == "extra_forbidden":
-            message = f"unknown field{_suggestion(location)}"
+            message = f"unknown field{_suggestion(location, root or RunRequest)}"
         elif item["type"] == "string_pattern_mismatch":
             message = (
                 f"{item['input']!r} must be letters, digits and single hyphens, starting and "
@@ -291,8 +320,8 @@ def _is_union_tag(part: str) -> bool:
     )
 
 
-def _suggestion(location: list[str]) -> str:
-    model: type[BaseModel] = RunRequest
+def _suggestion(location: list[str], root: type[BaseModel]) -> str:
+    model = root
     for part in location[:-1]:
         annotation = model.model_fields[part].annotation if part in model.model_fields else None
         candidates = [a for a in getattr(annotation, "__args__", (annotation,)) if _is_model(a)]

@@ -118,8 +118,7 @@ CHAT = [
 ]
 
 
-@pytest.fixture
-def workflow(local_templates: Synthesized) -> Iterator[Workflow]:
+def _workflow(synthesized: Synthesized, **overrides: str) -> Iterator[Workflow]:
     training = ScriptedTraining()
     endpoints = ScriptedEndpoints()
     with (
@@ -127,12 +126,24 @@ def workflow(local_templates: Synthesized) -> Iterator[Workflow]:
         patched_moto(training_runner=training, endpoint_host=endpoints),
     ):
         platform = deploy_platform(
-            local_templates.templates,
+            synthesized.templates,
             # Endpoint checks every 0 s instead of 60 s; the loop is the same.
-            function_environment_overrides={"FT_ENDPOINT_POLL_SECONDS": "0"},
+            function_environment_overrides={"FT_ENDPOINT_POLL_SECONDS": "0", **overrides},
         )
         flow = Workflow(platform, training, endpoints)
         flow.put_dataset("datasets/chat/train.jsonl", CHAT * 4)
         flow.put_dataset("datasets/chat/validation.jsonl", CHAT)
         flow.put_dataset("base-models/tiny/config.json", [{"model_type": "llama"}])
         yield flow
+
+
+@pytest.fixture
+def workflow(local_templates: Synthesized) -> Iterator[Workflow]:
+    """The local platform: models are approved on registration."""
+    yield from _workflow(local_templates)
+
+
+@pytest.fixture
+def pending_workflow(local_templates: Synthesized) -> Iterator[Workflow]:
+    """As on a governed account: registered models wait for manual approval."""
+    yield from _workflow(local_templates, FT_MODEL_APPROVAL_STATUS="PendingManualApproval")

@@ -13,6 +13,7 @@ from tests.workflow.conftest import Workflow
 HAPPY_PATH = [
     "Receive run request",
     "Validate and resolve run",
+    "Train or deploy?",
     "Record run started",
     "Train model",
     "Record training and evaluation",
@@ -302,3 +303,37 @@ def test_missing_dataset_fails_in_launch(workflow: Workflow) -> None:
     assert result.error == "RunRequestInvalid"
     assert "dataset.train:" in result.cause_json()["errorMessage"]
     assert "does not exist" in result.cause_json()["errorMessage"]
+
+
+def test_pending_model_deploys_after_approval_with_a_deploy_request(
+    pending_workflow: Workflow,
+) -> None:
+    flow = pending_workflow
+    deployment = {"enabled": True, "endpoint_name": "reviewed"}
+    trained = flow.run(flow.base_request(run_name="reviewed-run", deployment=deployment))
+    assert trained.status == "SUCCEEDED"
+    assert "Create model" not in trained.states
+    (package,) = packages(flow)
+    assert package["ModelApprovalStatus"] == "PendingManualApproval"
+
+    refused = flow.run({"deploy_run": "reviewed-run"})
+    assert refused.error == "RunRequestInvalid"
+    assert "is PendingManualApproval; approve it first" in refused.cause_json()["errorMessage"]
+
+    flow.client("sagemaker").update_model_package(
+        ModelPackageArn=package["ModelPackageArn"], ModelApprovalStatus="Approved"
+    )
+    deployed = flow.run({"deploy_run": "reviewed-run"})
+
+    assert deployed.status == "SUCCEEDED", deployed.cause
+    assert deployed.states[:5] == [
+        "Receive run request",
+        "Validate and resolve run",
+        "Train or deploy?",
+        "Use the registered model",
+        "Create model",
+    ]
+    assert "Train model" not in deployed.states
+    assert flow.endpoints.serving == {"llmft-local-reviewed": "llmft-local-reviewed-run"}
+    record = run_record(flow, "reviewed-run")
+    assert [m["milestone"] for m in record["milestones"]][-2:] == ["deployed", "completed"]

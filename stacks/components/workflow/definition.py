@@ -163,13 +163,22 @@ class FineTuneDefinition:
         )
         for state in (launch, started, train, trained):
             self._catch(state)
-        return (
-            start.next(launch)
-            .next(started)
-            .next(train)
-            .next(trained)
-            .next(self._gate(register=self._register_and_deploy()))
+        register, deploy = self._register_and_deploy()
+        use_registered = sfn.Pass(
+            self.scope,
+            "Use the registered model",
+            comment="Deploy an earlier run's Approved model package: no training.",
+            parameters={"model_artifacts.$": "$.run.model_artifacts"},
+            result_path="$.training",
         )
+        use_registered.next(deploy)
+        mode = (
+            sfn.Choice(self.scope, "Train or deploy?")
+            .when(Condition.string_equals("$.run.mode", "deploy"), use_registered)
+            .otherwise(started)
+        )
+        started.next(train).next(trained).next(self._gate(register=register))
+        return start.next(launch).next(mode)
 
     def _train(self) -> sfn.CustomState:
         environment: dict[str, Any] = {
@@ -287,7 +296,8 @@ class FineTuneDefinition:
             .otherwise(register)
         )
 
-    def _register_and_deploy(self) -> sfn.IChainable:
+    def _register_and_deploy(self) -> tuple[sfn.IChainable, sfn.IChainable]:
+        """The register-then-maybe-deploy chain, and the deploy chain's first state."""
         register = self._sagemaker(
             "Register model",
             f"{SAGEMAKER_SDK}:createModelPackage",
@@ -358,16 +368,17 @@ class FineTuneDefinition:
             Condition.boolean_equals("$.run.deployment.enabled", True),
             Condition.boolean_equals("$.run.deployment.approved", True),
         )
+        deploy = self._deploy(then=completed)
         should_deploy = (
             sfn.Choice(
                 self.scope,
                 "Deploy?",
                 comment="Only when the request asks for it and the package is Approved.",
             )
-            .when(deploy_requested, self._deploy(then=completed))
+            .when(deploy_requested, deploy)
             .otherwise(completed)
         )
-        return register.next(registered).next(should_deploy)
+        return register.next(registered).next(should_deploy), deploy
 
     def _model_data_source(self) -> dict[str, Any]:
         return {
