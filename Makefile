@@ -45,7 +45,7 @@ deploy: setup ## Deploy every stack (needs credentials and a bootstrapped accoun
 diff: setup ## Compare the deployed stacks with the code
 	$(CDK) diff --all -c env=$(ENV)
 
-destroy: setup ## Delete the stateless stacks; stateful resources (buckets, key, domain) are retained
+destroy: setup ## Delete the stacks; buckets, key, Studio domain, registry and logs are retained
 	$(CDK) destroy --all -c env=$(ENV)
 
 lint: setup-dev ## ruff (lint + format check) and mypy
@@ -63,8 +63,11 @@ test: setup-dev lint ## Lint, then the whole test suite (offline)
 test-fast: setup-dev ## The suite without the slow (training / pipeline) tests
 	$(BIN)/python -m pytest -m "not slow"
 
+demo: setup-dev ## No AWS account: fine-tune a tiny LLM twice through the real workflow, print the runs
+	$(BIN)/finetune demo
+
 bench-train: setup-dev ## Training throughput: our trainer vs TRL SFTTrainer defaults
 	$(BIN)/python benchmarks/bench_train.py
 
-clean: ## Remove build outputs (keeps the virtualenv and node_modules)
-	rm -rf cdk.out .pytest_cache .mypy_cache .ruff_cache
+clean: ## Remove build outputs and local-backend state (keeps the virtualenv and node_modules)
+	rm -rf cdk.out .finetune .pytest_cache .mypy_cache .ruff_cache

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import io
 import json
 import logging
 import os
@@ -92,6 +93,27 @@ class FakeLambdaContext:
 _ENVIRONMENT_LOCK = threading.RLock()
 
 
+class _FunctionLogStream(io.TextIOBase):
+    """Where in-process functions print, like Lambda's log stream. Loggers created while a
+    function's module is first imported (Powertools binds sys.stdout then) keep writing here;
+    ``sink`` decides where that goes (the local backend: a log file)."""
+
+    sink: Callable[[str], object] | None = None
+
+    def write(self, text: str) -> int:
+        if self.sink is not None:
+            self.sink(text)
+        else:
+            sys.__stdout__.write(text) if sys.__stdout__ else None
+        return len(text)
+
+    def writable(self) -> bool:
+        return True
+
+
+FUNCTION_LOGS = _FunctionLogStream()
+
+
 @contextlib.contextmanager
 def _function_environment(variables: dict[str, str]) -> Iterator[None]:
     """The function's environment for the duration of one in-process invocation."""
@@ -106,8 +128,9 @@ def _function_environment(variables: dict[str, str]) -> Iterator[None]:
             os.environ.update(saved)
 
 
-def _invoke_in_process(backend: Any, function_name: str, qualifier: Any, body: Any,
-                       response_headers: dict[str, str]) -> bytes:  # fmt: skip
+def _invoke_in_process(
+    backend: Any, function_name: str, qualifier: Any, body: Any, response_headers: dict[str, str]
+) -> bytes:
     function = backend.get_function(function_name, qualifier)
     event = json.loads(body) if body else {}
     module_name, _, attribute = function.handler.rpartition(".")
@@ -117,7 +140,21 @@ def _invoke_in_process(backend: Any, function_name: str, qualifier: Any, body: A
         int(function.memory_size or 128),
         int(function.timeout or 3),
     )
-    with _function_environment(dict(function.environment_vars or {})):
+    region = function.function_arn.split(":")[3]
+    runtime_environment = {
+        # What the Lambda runtime sets for every function.
+        "AWS_REGION": region,
+        "AWS_DEFAULT_REGION": region,
+        "AWS_LAMBDA_FUNCTION_NAME": function.function_name,
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(function.memory_size),
+        "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "local"),
+        "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "local"),
+    }
+    with (
+        _function_environment({**runtime_environment, **dict(function.environment_vars or {})}),
+        contextlib.redirect_stdout(FUNCTION_LOGS),
+        contextlib.redirect_stderr(FUNCTION_LOGS),
+    ):
         try:
             handler = getattr(importlib.import_module(module_name), attribute)
             result = handler(event, context)
@@ -254,8 +291,9 @@ def _endpoint_patches(host: EndpointHost | None) -> list[tuple[Any, str, Any]]:
         if not instance_type.startswith("ml."):
             raise ValueError(f"invalid instance type {instance_type!r}")
 
-    def create_endpoint(self: Any, endpoint_name: str, endpoint_config_name: str,
-                        tags: list[dict[str, str]]) -> Any:  # fmt: skip
+    def create_endpoint(
+        self: Any, endpoint_name: str, endpoint_config_name: str, tags: list[dict[str, str]]
+    ) -> Any:
         endpoint = original_create(self, endpoint_name, endpoint_config_name, tags)
         if host is not None:
             config = self.describe_endpoint_config(endpoint_config_name)
@@ -311,8 +349,11 @@ def patched_moto(
     *,
     training_runner: TrainingRunner | None = None,
     endpoint_host: EndpointHost | None = None,
+    function_log: Callable[[str], object] | None = None,
 ) -> Iterator[None]:
-    """Install the patches for the duration of the block (use inside ``mock_aws``)."""
+    """Install the patches for the duration of the block (use inside ``mock_aws``).
+
+    ``function_log`` receives what the in-process functions print (default: stdout)."""
     from moto.awslambda_simple.models import LambdaSimpleBackend
     from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
         state_task_service_factory as factory,
@@ -326,8 +367,14 @@ def patched_moto(
             return sync_service()
         return original_factory(service_name)
 
-    def invoke(self: Any, function_name: str, qualifier: Any, body: Any, headers: Any,
-               response_headers: Any) -> bytes:  # fmt: skip
+    def invoke(
+        self: Any,
+        function_name: str,
+        qualifier: Any,
+        body: Any,
+        headers: Any,
+        response_headers: Any,
+    ) -> bytes:
         return _invoke_in_process(self, function_name, qualifier, body, response_headers)
 
     patches: list[tuple[Any, str, Any]] = [
@@ -342,12 +389,14 @@ def patched_moto(
         "state_task_service_unsupported"
     )
     unsupported_log.setLevel(logging.ERROR)
+    FUNCTION_LOGS.sink = function_log
     try:
         for owner, name, replacement in patches:
             setattr(owner, name, replacement)
         _patch_parser_imports(factory, state_task_service_for)
         yield
     finally:
+        FUNCTION_LOGS.sink = None
         for owner, name, original in originals:
             if original is None:
                 delattr(owner, name)

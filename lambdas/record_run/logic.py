@@ -21,6 +21,7 @@ __all__ = [
     "TERMINAL_MILESTONES",
     "Milestone",
     "best_approved_metric",
+    "ensure_lineage",
     "gate_reason",
     "record_milestone",
     "summarise",
@@ -126,7 +127,7 @@ def record_milestone(
 
     result: dict[str, Any] = {"recorded": milestone}
     if milestone == "started":
-        _start(clients.sagemaker, run)
+        ensure_lineage(clients.sagemaker, run)
     elif milestone == "trained":
         result.update(_trained(clients, artifacts_bucket, run, details))
         details = {**details, **result}
@@ -164,7 +165,8 @@ def summarise(record: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
-def _start(sagemaker: Any, run: dict[str, Any]) -> None:
+def ensure_lineage(sagemaker: Any, run: dict[str, Any]) -> None:
+    """The run's experiment, trial and run component exist and are associated (idempotent)."""
     experiment = run["experiment_name"]
     _create_if_missing(
         lambda: sagemaker.create_experiment(
@@ -201,7 +203,8 @@ def _trained(
     clients: Clients, artifacts_bucket: str, run: dict[str, Any], details: dict[str, Any]
 ) -> dict[str, Any]:
     sagemaker = clients.sagemaker
-    metrics = training_metrics(sagemaker, run["training_job_name"])
+    job = sagemaker.describe_training_job(TrainingJobName=run["training_job_name"])
+    metrics = {m["MetricName"]: float(m["Value"]) for m in job.get("FinalMetricDataList", [])}
     gate = run["evaluation"]
     best_value, best_package = (None, None)
     if gate.get("must_beat_best_approved"):
@@ -237,6 +240,7 @@ def _trained(
     _update_component(sagemaker, run, parameters=parameters, outputs=outputs)
     return {
         "metrics": metrics,
+        "billable_seconds": job.get("BillableTimeInSeconds"),
         "evaluation": evaluation,
         "model_metrics_s3_uri": f"s3://{artifacts_bucket}/{metrics_key}",
         "package_metadata": _package_metadata(run, metrics),

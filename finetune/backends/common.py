@@ -1,0 +1,86 @@
+"""Pieces both backends share: following an execution, promoting a run."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from finetune.backends.base import ExecutionOutcome, Reporter
+from finetune.errors import EXIT_USAGE, CliError
+from finetune.local.executions import execution_events
+from finetune.progress import RunProgress
+
+__all__ = ["follow_execution", "model_package_of", "progress_for"]
+
+
+def progress_for(record_or_request: dict[str, Any]) -> RunProgress:
+    """A progress tracker that knows how long training should take (steps or epochs)."""
+    hyperparameters = record_or_request.get("hyperparameters") or {}
+    steps = hyperparameters.get("max_steps")
+    return RunProgress(
+        total_steps=int(steps) if steps and int(steps) > 0 else None,
+        epochs=float(hyperparameters.get("epochs") or 1.0),
+    )
+
+
+def follow_execution(
+    sfn: Any,
+    execution_arn: str,
+    *,
+    progress: RunProgress,
+    reporter: Reporter,
+    poll_seconds: float,
+    on_poll: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Report the execution's current state until it ends; return its description."""
+    while True:
+        description = dict(sfn.describe_execution(executionArn=execution_arn))
+        entered = [
+            e["stateEnteredEventDetails"]["name"]
+            for e in execution_events(sfn, execution_arn)
+            if "stateEnteredEventDetails" in e
+        ]
+        for state in entered[len(progress.states_seen) :]:
+            if progress.enter(state):
+                reporter.progress(progress)
+        if on_poll is not None:
+            on_poll(progress.state)
+        reporter.progress(progress)
+        if description["status"] != "RUNNING":
+            return description
+        time.sleep(poll_seconds)
+
+
+def outcome_of(
+    description: dict[str, Any], progress: RunProgress, run_id: str, summary: dict[str, Any] | None
+) -> ExecutionOutcome:
+    return ExecutionOutcome(
+        run_id=run_id,
+        execution_name=description["name"],
+        status=description["status"],
+        states=list(progress.states_seen),
+        error=description.get("error"),
+        cause=description.get("cause"),
+        summary=summary,
+    )
+
+
+def model_package_of(record: dict[str, Any]) -> str:
+    for milestone in record.get("milestones", []):
+        if milestone.get("model_package_arn"):
+            return str(milestone["model_package_arn"])
+    raise CliError(
+        f"run {record['run_id']} registered no model (status {record.get('status')})",
+        hint="only runs that passed their evaluation gate can be promoted",
+        exit_code=EXIT_USAGE,
+    )
+
+
+def summary_of(output: str | None) -> dict[str, Any] | None:
+    if not output:
+        return None
+    document = json.loads(output)
+    summary = document.get("summary")
+    return summary if isinstance(summary, dict) else None

@@ -1,0 +1,530 @@
+"""``finetune``: launch, watch, compare, promote and estimate fine-tuning runs.
+
+Talks to the deployed platform on AWS, or, with ``--local`` (the default without AWS
+credentials), to the embedded local backend that runs the synthesized workflow on this machine.
+Exit codes: 0 done, 1 a run or operation failed, 2 bad input (nothing was started).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from finetune.backends.base import Backend, ExecutionOutcome
+from finetune.errors import EXIT_FAILED, EXIT_USAGE, CliError
+from finetune.progress import RunProgress
+from finetune.records import KEY_PARAMETERS, RunRow, mark_best, run_row
+from finetune.runfile import load_run_file
+
+app = typer.Typer(
+    name="finetune",
+    help=__doc__,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+REPO = Path(__file__).resolve().parents[1]
+DEMO_RUNS = (REPO / "examples/runs/local-demo-a.yaml", REPO / "examples/runs/local-demo-b.yaml")
+T = TypeVar("T")
+
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+LocalFlag = Annotated[
+    bool, typer.Option("--local", help="Use the embedded local backend (no AWS account).")
+]
+AwsFlag = Annotated[bool, typer.Option("--aws", help="Use the deployed platform on AWS.")]
+
+
+@dataclass
+class Options:
+    backend: str | None
+    env: str
+    json: bool
+    debug: bool
+    state_dir: Path
+
+    @property
+    def out(self) -> Console:
+        return _console(stderr=False)
+
+    @property
+    def err(self) -> Console:
+        return _console(stderr=True)
+
+
+def _console(*, stderr: bool) -> Console:
+    console = Console(stderr=stderr, soft_wrap=True)
+    if not console.is_terminal:
+        # Rich assumes 80 columns when output is piped; tables of runs need more.
+        console = Console(stderr=stderr, soft_wrap=True, width=160)
+    return console
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    local: Annotated[
+        bool, typer.Option("--local", help="Use the embedded local backend (no AWS account).")
+    ] = False,
+    aws: Annotated[bool, typer.Option("--aws", help="Use the deployed platform on AWS.")] = False,
+    env: Annotated[
+        str, typer.Option("--env", "-e", help="Platform environment (stacks/config.py).")
+    ] = "dev",
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Machine-readable JSON on stdout.")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+    state_dir: Annotated[
+        Path, typer.Option("--state-dir", help="Where the local backend keeps its state.")
+    ] = Path(".finetune"),
+) -> None:
+    if local and aws:
+        raise typer.BadParameter("choose one of --local and --aws")
+    ctx.obj = Options(
+        backend="local" if local else "aws" if aws else None,
+        env=env,
+        json=json_output,
+        debug=debug,
+        state_dir=state_dir,
+    )
+
+
+def _backend(options: Options) -> Backend:
+    choice = options.backend
+    if choice is None:
+        import boto3
+
+        choice = "aws" if boto3.Session().get_credentials() is not None else "local"
+        if choice == "local":
+            options.err.print(
+                "No AWS credentials found: using the local backend (--aws to use AWS).",
+                style="dim",
+            )
+    if choice == "local":
+        from finetune.backends.local import LocalBackend
+
+        return LocalBackend(options.state_dir)
+    from finetune.backends.aws import AwsBackend
+    from stacks.config import ConfigError, load_config
+
+    try:
+        config = load_config(options.env)
+    except ConfigError as error:
+        raise CliError(str(error), exit_code=EXIT_USAGE) from None
+    return AwsBackend(config)
+
+
+def _run(
+    ctx: typer.Context,
+    action: Callable[[Options], T],
+    *,
+    json_output: bool = False,
+    local: bool = False,
+    aws: bool = False,
+) -> T:
+    """Run a command; errors become one line and an exit code (tracebacks with --debug).
+    Options given after the command name override those given before it."""
+    options: Options = ctx.obj
+    if local and aws:
+        raise typer.BadParameter("choose one of --local and --aws")
+    options.json = options.json or json_output
+    if local or aws:
+        options.backend = "local" if local else "aws"
+    try:
+        return action(options)
+    except CliError as error:
+        if options.debug:
+            raise
+        options.err.print(f"[bold red]error:[/] {error.message}", highlight=False)
+        if error.hint:
+            options.err.print(f"hint: {error.hint}", style="dim", highlight=False)
+        raise typer.Exit(error.exit_code) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    except Exception as error:
+        if options.debug:
+            raise
+        options.err.print(f"[bold red]error:[/] {type(error).__name__}: {error}", highlight=False)
+        options.err.print("hint: run again with --debug for the traceback", style="dim")
+        raise typer.Exit(EXIT_FAILED) from None
+
+
+# -- progress reporting ---------------------------------------------------------------------
+
+
+class _LiveReporter:
+    """A one-line live view on a terminal; plain lines (state changes, steps) otherwise."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.live: Live | None = None
+        self._last_plain = ""
+
+    @contextmanager
+    def active(self) -> Iterator[_LiveReporter]:
+        if self.console.is_terminal:
+            with Live(console=self.console, refresh_per_second=4, transient=True) as live:
+                self.live = live
+                yield self
+            self.live = None
+        else:
+            yield self
+
+    def progress(self, progress: RunProgress) -> None:
+        line = progress.line()
+        if self.live is not None:
+            self.live.update(line)
+            return
+        key = f"{progress.state}|{progress.step}"
+        if key != self._last_plain:
+            self._last_plain = key
+            self.console.print(line, highlight=False)
+
+    def message(self, text: str) -> None:
+        self.console.print(text, highlight=False)
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+@app.command()
+def estimate(
+    ctx: typer.Context,
+    run_file: Annotated[Path, typer.Argument(help="Run request (YAML or JSON).")],
+    region: Annotated[str | None, typer.Option(help="Pricing region.")] = None,
+    tokens: Annotated[
+        int | None, typer.Option(help="Training tokens (all epochs) to price.")
+    ] = None,
+    dataset: Annotated[
+        Path | None, typer.Option(help="A local copy of the training JSONL to count tokens.")
+    ] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Instance, GPU memory fit, $/h on-demand and spot, and estimated run cost."""
+
+    def action(options: Options) -> None:
+        from finetune.estimating import estimate_request
+        from stacks.config import load_config
+
+        _, request = load_run_file(run_file)
+        if request is None:
+            raise CliError(f"{run_file}: a deploy request has nothing to estimate", exit_code=2)
+        result = estimate_request(
+            request, load_config(options.env), region=region, tokens=tokens, dataset=dataset
+        )
+        if options.json:
+            options.out.print_json(json.dumps(result))
+            return
+        _print_estimate(options.out, result)
+
+    _run(ctx, action, json_output=json_output)
+
+
+@app.command()
+def launch(
+    ctx: typer.Context,
+    run_file: Annotated[Path, typer.Argument(help="Run request (YAML or JSON).")],
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="Follow the run until it ends (AWS).")
+    ] = True,
+    serve: Annotated[
+        bool, typer.Option(help="Local: keep serving the deployed endpoint until Ctrl-C.")
+    ] = False,
+    json_output: JsonFlag = False,
+    local: LocalFlag = False,
+    aws: AwsFlag = False,
+) -> None:
+    """Validate a run request, start it, and follow it to the end."""
+
+    def action(options: Options) -> None:
+        document, _ = load_run_file(run_file)
+        backend = _backend(options)
+        reporter = _LiveReporter(options.err)
+        with reporter.active():
+            outcome = backend.launch(document, reporter=reporter, wait=wait, serve=serve)
+        _finish(options, outcome)
+
+    _run(ctx, action, json_output=json_output, local=local, aws=aws)
+
+
+@app.command()
+def watch(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(help="Run id.")],
+    json_output: JsonFlag = False,
+    local: LocalFlag = False,
+    aws: AwsFlag = False,
+) -> None:
+    """Follow a run: current state, training step and loss, elapsed time, ETA."""
+
+    def action(options: Options) -> None:
+        backend = _backend(options)
+        reporter = _LiveReporter(options.err)
+        with reporter.active():
+            outcome = backend.watch(run_id, reporter=reporter)
+        _finish(options, outcome)
+
+    _run(ctx, action, json_output=json_output, local=local, aws=aws)
+
+
+@app.command()
+def runs(
+    ctx: typer.Context,
+    experiment: Annotated[str | None, typer.Option(help="Only this experiment.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 20,
+    json_output: JsonFlag = False,
+    local: LocalFlag = False,
+    aws: AwsFlag = False,
+) -> None:
+    """Table of runs: status, key parameters, evaluation metrics, cost; the best one marked."""
+
+    def action(options: Options) -> None:
+        backend = _backend(options)
+        rows = [run_row(r, local=backend.name == "local") for r in backend.records()]
+        if experiment:
+            rows = [r for r in rows if r.experiment == experiment]
+        rows = mark_best(rows[:limit])
+        if options.json:
+            options.out.print_json(json.dumps([r.to_dict() for r in rows]))
+            return
+        _print_runs(options.out, rows)
+
+    _run(ctx, action, json_output=json_output, local=local, aws=aws)
+
+
+@app.command()
+def compare(
+    ctx: typer.Context,
+    run_ids: Annotated[list[str], typer.Argument(help="Two or more run ids.")],
+    json_output: JsonFlag = False,
+    local: LocalFlag = False,
+    aws: AwsFlag = False,
+) -> None:
+    """Parameters and metrics of runs side by side."""
+
+    def action(options: Options) -> None:
+        if len(run_ids) < 2:
+            raise CliError("compare needs at least two run ids", exit_code=EXIT_USAGE)
+        backend = _backend(options)
+        rows = mark_best(
+            [run_row(backend.record(r), local=backend.name == "local") for r in run_ids]
+        )
+        if options.json:
+            options.out.print_json(json.dumps([r.to_dict() for r in rows]))
+            return
+        _print_comparison(options.out, rows)
+
+    _run(ctx, action, json_output=json_output, local=local, aws=aws)
+
+
+@app.command()
+def promote(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(help="Run id.")],
+    serve: Annotated[
+        bool, typer.Option(help="Local: keep serving the deployed endpoint until Ctrl-C.")
+    ] = False,
+    json_output: JsonFlag = False,
+    local: LocalFlag = False,
+    aws: AwsFlag = False,
+) -> None:
+    """Approve a run's model package, and deploy it when the run asked for deployment."""
+
+    def action(options: Options) -> None:
+        backend = _backend(options)
+        reporter = _LiveReporter(options.err)
+        with reporter.active():
+            outcome = backend.promote(run_id, reporter=reporter, serve=serve)
+        _finish(options, outcome)
+
+    _run(ctx, action, json_output=json_output, local=local, aws=aws)
+
+
+@app.command()
+def demo(
+    ctx: typer.Context,
+    keep: Annotated[
+        bool, typer.Option(help="Keep earlier demo runs instead of starting fresh.")
+    ] = False,
+    json_output: JsonFlag = False,
+) -> None:
+    """Fine-tune a tiny LLM twice, locally, through the real workflow; print the run table."""
+
+    def action(options: Options) -> None:
+        from finetune.backends.local import LocalBackend
+
+        state_dir = options.state_dir / "demo"
+        if not keep:
+            shutil.rmtree(state_dir, ignore_errors=True)
+        backend = LocalBackend(state_dir)
+        for run_file in DEMO_RUNS:
+            document, _ = load_run_file(run_file)
+            options.err.print(f"[bold]{run_file.relative_to(REPO)}[/]", highlight=False)
+            reporter = _LiveReporter(options.err)
+            with reporter.active():
+                outcome = backend.launch(document, reporter=reporter, wait=True, serve=False)
+            _describe_outcome(options.err, outcome)
+            if outcome.status != "SUCCEEDED":
+                raise CliError(f"demo run {outcome.run_id} {outcome.status.lower()}")
+        rows = mark_best([run_row(r, local=True) for r in backend.records()])
+        if options.json:
+            options.out.print_json(json.dumps([r.to_dict() for r in rows]))
+            return
+        _print_runs(options.out, rows)
+        options.err.print(
+            f"MLflow: mlflow ui --backend-store-uri {backend.session.mlflow_uri}", style="dim"
+        )
+
+    _run(ctx, action, json_output=json_output)
+
+
+# -- rendering --------------------------------------------------------------------------------
+
+
+def _finish(options: Options, outcome: ExecutionOutcome) -> None:
+    if options.json:
+        options.out.print_json(json.dumps(outcome.to_dict(), default=str))
+    else:
+        _describe_outcome(options.out, outcome)
+    if not outcome.succeeded:
+        raise typer.Exit(EXIT_FAILED)
+
+
+def _describe_outcome(console: Console, outcome: ExecutionOutcome) -> None:
+    style = "green" if outcome.succeeded else "red"
+    headline = f"run {outcome.run_id}: [{style}]{outcome.status}[/]"
+    if outcome.states:
+        headline += f" after {len(outcome.states)} states ({outcome.states[-1]})"
+    console.print(headline, highlight=False)
+    summary = outcome.summary or {}
+    if summary.get("metrics"):
+        metrics = ", ".join(f"{k} {v:.4g}" for k, v in sorted(summary["metrics"].items()))
+        console.print(f"  metrics: {metrics}", highlight=False)
+    if summary.get("gate"):
+        console.print(f"  gate: {summary['gate'].get('reason')}", highlight=False)
+    for key in ("model_package_arn", "endpoint_name"):
+        if summary.get(key):
+            console.print(f"  {key.replace('_', ' ')}: {summary[key]}", highlight=False)
+    if outcome.error:
+        console.print(f"  [red]{outcome.error}[/]: {(outcome.cause or '')[:500]}", highlight=False)
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def _print_runs(console: Console, rows: list[RunRow]) -> None:
+    if not rows:
+        console.print("no runs yet")
+        return
+    table = Table(title="Fine-tuning runs (best marked ★: lowest eval_loss among passing runs)")
+    for column in (
+        "",
+        "run",
+        "status",
+        "base model",
+        *KEY_PARAMETERS[:3],
+        "eval_loss",
+        "perplexity",
+        "cost $",
+        "updated",
+    ):
+        table.add_column(column, no_wrap=column in ("run", "status"))
+    for row in rows:
+        table.add_row(
+            "★" if row.best else "",
+            row.run_id,
+            row.status,
+            row.base_model.rsplit("/", 2)[-2] if row.base_model.endswith("/") else row.base_model,
+            *(row.parameters.get(name, "-") for name in KEY_PARAMETERS[:3]),
+            _number(row.eval_loss),
+            _number(row.perplexity),
+            "local" if row.cost_usd is None else f"{row.cost_usd:.2f}",
+            row.updated_at[:19].replace("T", " "),
+        )
+    console.print(table)
+
+
+def _print_comparison(console: Console, rows: list[RunRow]) -> None:
+    table = Table(title="Runs side by side")
+    table.add_column("")
+    for row in rows:
+        table.add_column(("★ " if row.best else "") + row.run_id)
+    fields: list[tuple[str, Callable[[RunRow], Any]]] = [
+        ("status", lambda r: r.status),
+        ("base model", lambda r: r.base_model),
+        ("instance", lambda r: f"{r.instance_type}{' (spot)' if r.spot else ''}"),
+        *((name, lambda r, n=name: r.parameters.get(n, "-")) for name in KEY_PARAMETERS),
+        ("eval_loss", lambda r: _number(r.eval_loss)),
+        ("perplexity", lambda r: _number(r.perplexity)),
+        ("train_loss", lambda r: _number(r.train_loss)),
+        ("gate", lambda r: r.gate or "-"),
+        ("model package", lambda r: r.model_package or "-"),
+        ("endpoint", lambda r: r.endpoint or "-"),
+    ]
+    for label, value in fields:
+        table.add_row(label, *(str(value(r)) for r in rows))
+    console.print(table)
+
+
+def _print_estimate(console: Console, result: dict[str, Any]) -> None:
+    model = result["model"]
+    requested = result["requested"]
+    fit = requested["fit"]
+    console.print(
+        f"[bold]{model['name']}[/] ({model['size']}, {model['source']}) · {result['method']} · "
+        f"seq {result['sequence_length']} × micro-batch {result['micro_batch_size']} · "
+        f"{result['tokens']:,} tokens ({result['tokens_basis']})",
+        highlight=False,
+    )
+    verdict = "[green]fits[/]" if fit["fits"] else "[red]does not fit[/]"
+    console.print(f"{fit['instance_type']}: {verdict} — {fit['message']}", highlight=False)
+    table = Table(title=f"Cost in {result['region']} (catalog as of {result['catalog_as_of']})")
+    for column in (
+        "instance",
+        "fits",
+        "GiB needed/usable",
+        "$/h on-demand",
+        "$/h spot",
+        "hours",
+        "run on-demand $",
+        "run spot $",
+    ):
+        table.add_column(column)
+    for label in ("requested", "recommended"):
+        entry = result.get(label)
+        if not entry:
+            continue
+        entry_fit = entry["fit"]
+        table.add_row(
+            f"{entry_fit['instance_type']} ({label})",
+            "yes" if entry_fit["fits"] else "no",
+            f"{entry_fit['needed_gib']:.1f}/{entry_fit['available_gib']:.1f}",
+            f"{entry['on_demand']['usd_per_instance_hour']:.3f}",
+            f"{entry['spot']['usd_per_instance_hour']:.3f}",
+            f"{entry['billable_hours']:.2f}",
+            f"{entry['on_demand']['total_usd']:.2f}",
+            f"{entry['spot']['total_usd']:.2f}",
+        )
+    console.print(table)
+    for note in result.get("notes", []):
+        console.print(f"note: {note}", style="dim", highlight=False)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="finetune")
+
+
+if __name__ == "__main__":
+    main()
