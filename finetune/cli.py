@@ -248,11 +248,12 @@ def launch(
 
     def action(options: Options) -> None:
         document, _ = load_run_file(run_file)
-        backend = _backend(options)
-        reporter = _LiveReporter(options.err)
-        with reporter.active():
-            outcome = backend.launch(document, reporter=reporter, wait=wait, serve=serve)
-        _finish(options, outcome)
+        _follow(
+            options,
+            lambda backend, reporter: backend.launch(
+                document, reporter=reporter, wait=wait, serve=serve
+            ),
+        )
 
     _run(ctx, action, json_output=json_output, local=local, aws=aws)
 
@@ -268,11 +269,7 @@ def watch(
     """Follow a run: current state, training step and loss, elapsed time, ETA."""
 
     def action(options: Options) -> None:
-        backend = _backend(options)
-        reporter = _LiveReporter(options.err)
-        with reporter.active():
-            outcome = backend.watch(run_id, reporter=reporter)
-        _finish(options, outcome)
+        _follow(options, lambda backend, reporter: backend.watch(run_id, reporter=reporter))
 
     _run(ctx, action, json_output=json_output, local=local, aws=aws)
 
@@ -293,11 +290,7 @@ def runs(
         rows = [run_row(r, local=backend.name == "local") for r in backend.records()]
         if experiment:
             rows = [r for r in rows if r.experiment == experiment]
-        rows = mark_best(rows[:limit])
-        if options.json:
-            options.out.print_json(json.dumps([r.to_dict() for r in rows]))
-            return
-        _print_runs(options.out, rows)
+        _print_rows(options, mark_best(rows[:limit]), _print_runs)
 
     _run(ctx, action, json_output=json_output, local=local, aws=aws)
 
@@ -316,13 +309,8 @@ def compare(
         if len(run_ids) < 2:
             raise CliError("compare needs at least two run ids", exit_code=EXIT_USAGE)
         backend = _backend(options)
-        rows = mark_best(
-            [run_row(backend.record(r), local=backend.name == "local") for r in run_ids]
-        )
-        if options.json:
-            options.out.print_json(json.dumps([r.to_dict() for r in rows]))
-            return
-        _print_comparison(options.out, rows)
+        rows = [run_row(backend.record(r), local=backend.name == "local") for r in run_ids]
+        _print_rows(options, mark_best(rows), _print_comparison)
 
     _run(ctx, action, json_output=json_output, local=local, aws=aws)
 
@@ -341,11 +329,10 @@ def promote(
     """Approve a run's model package, and deploy it when the run asked for deployment."""
 
     def action(options: Options) -> None:
-        backend = _backend(options)
-        reporter = _LiveReporter(options.err)
-        with reporter.active():
-            outcome = backend.promote(run_id, reporter=reporter, serve=serve)
-        _finish(options, outcome)
+        _follow(
+            options,
+            lambda backend, reporter: backend.promote(run_id, reporter=reporter, serve=serve),
+        )
 
     _run(ctx, action, json_output=json_output, local=local, aws=aws)
 
@@ -377,10 +364,7 @@ def demo(
             if outcome.status != "SUCCEEDED":
                 raise CliError(f"demo run {outcome.run_id} {outcome.status.lower()}")
         rows = mark_best([run_row(r, local=True) for r in backend.records()])
-        if options.json:
-            options.out.print_json(json.dumps([r.to_dict() for r in rows]))
-            return
-        _print_runs(options.out, rows)
+        _print_rows(options, rows, _print_runs)
         options.err.print(
             f"MLflow: mlflow ui --backend-store-uri {backend.session.mlflow_uri}", style="dim"
         )
@@ -389,6 +373,26 @@ def demo(
 
 
 # -- rendering --------------------------------------------------------------------------------
+
+
+def _follow(
+    options: Options, operation: Callable[[Backend, _LiveReporter], ExecutionOutcome]
+) -> None:
+    """Run an operation that follows an execution, with live progress, then report it."""
+    backend = _backend(options)
+    reporter = _LiveReporter(options.err)
+    with reporter.active():
+        outcome = operation(backend, reporter)
+    _finish(options, outcome)
+
+
+def _print_rows(
+    options: Options, rows: list[RunRow], table: Callable[[Console, list[RunRow]], None]
+) -> None:
+    if options.json:
+        options.out.print_json(json.dumps([r.to_dict() for r in rows]))
+    else:
+        table(options.out, rows)
 
 
 def _finish(options: Options, outcome: ExecutionOutcome) -> None:

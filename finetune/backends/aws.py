@@ -13,12 +13,11 @@ from finetune.backends.common import (
     model_package_of,
     outcome_of,
     progress_for,
+    start,
     summary_of,
 )
 from finetune.errors import EXIT_USAGE, CliError
 from finetune.progress import RunProgress
-from launch_run.logic import start_run
-from runspec.request import RunRequestError
 from runspec.settings import PlatformSettings
 from stacks.config import PlatformConfig
 
@@ -73,23 +72,7 @@ class AwsBackend:
     def launch(
         self, document: dict[str, Any], *, reporter: Reporter, wait: bool, serve: bool
     ) -> ExecutionOutcome:
-        settings = self.settings()
-        sfn = self.client("stepfunctions")
-        try:
-            started = start_run(
-                document,
-                settings,
-                sfn=sfn,
-                s3=self.client("s3"),
-                ecr=self.client("ecr"),
-                sagemaker=self.client("sagemaker"),
-            )
-        except RunRequestError as error:
-            raise CliError(
-                "; ".join(error.problems),
-                hint="the request is valid but does not fit this platform",
-                exit_code=EXIT_USAGE,
-            ) from None
+        started = start(document, self.settings(), self.client)
         verb = "started" if started["started"] else "already started"
         reporter.message(f"run {started['run_id']}: {verb} ({started['execution_arn']})")
         if not wait:

@@ -11,8 +11,33 @@ from finetune.backends.base import ExecutionOutcome, Reporter
 from finetune.errors import EXIT_USAGE, CliError
 from finetune.local.executions import execution_events
 from finetune.progress import RunProgress
+from launch_run.logic import start_run
+from runspec.request import RunRequestError
+from runspec.settings import PlatformSettings
 
-__all__ = ["follow_execution", "model_package_of", "progress_for"]
+__all__ = ["follow_execution", "model_package_of", "progress_for", "start"]
+
+
+def start(
+    document: dict[str, Any], settings: PlatformSettings, client: Callable[[str], Any]
+) -> dict[str, Any]:
+    """Start a run (or a deploy request) exactly as the launch function does; requests the
+    platform refuses are usage errors (exit code 2), nothing started."""
+    try:
+        return start_run(
+            document,
+            settings,
+            sfn=client("stepfunctions"),
+            s3=client("s3"),
+            ecr=client("ecr"),
+            sagemaker=client("sagemaker"),
+        )
+    except RunRequestError as error:
+        raise CliError(
+            "; ".join(error.problems),
+            hint="the request is valid but does not fit this platform",
+            exit_code=EXIT_USAGE,
+        ) from None
 
 
 def progress_for(record_or_request: dict[str, Any]) -> RunProgress:

@@ -12,13 +12,12 @@ from finetune.backends.common import (
     model_package_of,
     outcome_of,
     progress_for,
+    start,
     summary_of,
 )
 from finetune.errors import EXIT_USAGE, CliError
 from finetune.local.session import LocalPlatform, LocalSession
 from finetune.progress import RunProgress
-from launch_run.logic import start_run
-from runspec.request import RunRequestError
 from runspec.settings import PlatformSettings
 
 __all__ = ["LocalBackend"]
@@ -53,21 +52,7 @@ class LocalBackend:
     ) -> ExecutionOutcome:
         settings = PlatformSettings.from_env(local.platform.launch_environment)
         sfn = local.client("stepfunctions")
-        try:
-            started = start_run(
-                document,
-                settings,
-                sfn=sfn,
-                s3=local.client("s3"),
-                ecr=local.client("ecr"),
-                sagemaker=local.client("sagemaker"),
-            )
-        except RunRequestError as error:
-            raise CliError(
-                "; ".join(error.problems),
-                hint="the request is valid but does not fit this platform",
-                exit_code=EXIT_USAGE,
-            ) from None
+        started = start(document, settings, local.client)
         reporter.message(f"run {started['run_id']}: started on the local platform")
         progress.started = time.monotonic()
         description = follow_execution(
