@@ -295,8 +295,14 @@ def _describe(error: ValidationError, root: type[BaseModel] | None = None) -> li
     by_field: dict[str, list[str]] = {}
     for item in error.errors(include_url=False):
         location = [str(part) for part in item["loc"]]
-        # Union members add their type name to the location; it means nothing to users.
-        location = [part for part in location if not _is_union_tag(part)]
+        # Union members add their type name to the location; it means nothing to users. An
+        # unknown field's own name (the last part) is the user's, whatever it is ("none", "str").
+        keep_last = item["type"] == "extra_forbidden"
+        location = [
+            part
+            for index, part in enumerate(location)
+            if not _is_union_tag(part) or (keep_last and index == len(location) - 1)
+        ]
         field = ".".join(location) or "(request)"
         if item["type"] == "extra_forbidden":
             message = f"unknown field{_suggestion(location, root or RunRequest)}"

@@ -46,6 +46,9 @@ def test_every_example_request_is_valid(path: Path) -> None:
     [
         ({"trainng": {}}, "trainng: unknown field (allowed: schema_version, run_name"),
         ({"trainng": {}}, "did you mean 'training'?"),
+        # Found by the property test: names that look like pydantic's union tags.
+        ({"none": 1}, "none: unknown field (allowed: schema_version"),
+        ({"training": {"str": 1}}, "training.str: unknown field"),
         ({"training": {"instanc_type": "x"}}, "training.instanc_type: unknown field"),
         ({"training": {"instance_type": "g5"}}, "training.instance_type: 'g5' is not a SageMaker"),
         ({"training": {"spot": False, "max_wait_hours": 3}}, "training: max_wait_hours applies"),
