@@ -104,7 +104,7 @@ class PrivateNetwork(Construct):
                 subnet_configuration=subnets,
                 restrict_default_security_group=False,
             )
-            self._restrict_default_security_group(vpc)
+            self._acknowledge_unused_default_security_group(vpc)
             flow_logs = encrypted_log_group(
                 self,
                 "FlowLogs",
@@ -185,7 +185,7 @@ class PrivateNetwork(Construct):
                 open=False,
             )
 
-    def _restrict_default_security_group(self, vpc: ec2.Vpc) -> None:
+    def _acknowledge_unused_default_security_group(self, vpc: ec2.Vpc) -> None:
         """CloudFormation cannot remove the default security group's rules; CDK's
         ``restrict_default_security_group`` does it with a Lambda-backed custom resource, which
         brings its own unscoped role and findings. Nothing is ever placed in the default group,
