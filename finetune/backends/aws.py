@@ -29,9 +29,16 @@ _POLL_SECONDS = 10.0
 class AwsBackend:
     name = "aws"
 
-    def __init__(self, config: PlatformConfig, session: boto3.Session | None = None) -> None:
+    def __init__(
+        self,
+        config: PlatformConfig,
+        session: boto3.Session | None = None,
+        *,
+        poll_seconds: float = _POLL_SECONDS,
+    ) -> None:
         self.config = config
         self.session = session or boto3.Session(region_name=config.region)
+        self.poll_seconds = poll_seconds
         self._outputs: dict[str, str] | None = None
         self._settings: PlatformSettings | None = None
 
@@ -95,7 +102,7 @@ class AwsBackend:
             execution_arn,
             progress=progress,
             reporter=reporter,
-            poll_seconds=_POLL_SECONDS,
+            poll_seconds=self.poll_seconds,
             on_poll=logs.poll,
         )
         return outcome_of(description, progress, run_id, summary_of(description.get("output")))
