@@ -16,6 +16,7 @@ from aws_cdk import aws_kms as kms
 from constructs import Construct
 
 from runspec.settings import PlatformSettings
+from stacks.components.arns import sagemaker_arn
 from stacks.components.huggingface_images import huggingface_tgi_image
 from stacks.components.private_network import PrivateNetwork
 from stacks.components.project_function import ProjectFunction
@@ -122,13 +123,13 @@ class WorkflowStack(cdk.Stack):
             iam.PolicyStatement(
                 sid="InvokeRunEndpoints",
                 actions=["sagemaker:InvokeEndpoint"],
-                resources=[self._sagemaker_arn("endpoint", f"{config.prefix}-*")],
+                resources=[sagemaker_arn(self, "endpoint", f"{config.prefix}-*")],
             )
         )
         acknowledge_wildcard_resources(
             smoke.role.policy,
             "Runs deploy to endpoints named <prefix>-<name>; the smoke test may call only those.",
-            self._sagemaker_arn("endpoint", f"{config.prefix}-*"),
+            sagemaker_arn(self, "endpoint", f"{config.prefix}-*"),
         )
 
         workflow = FineTuneWorkflow(
@@ -162,9 +163,6 @@ class WorkflowStack(cdk.Stack):
         cdk.CfnOutput(self, "NotificationTopicArn", value=topic.topic_arn)
         cdk.CfnOutput(self, "TrainingImageUri", value=image.image_uri)
         cdk.CfnOutput(self, "TrainingRoleArn", value=training_role.role_arn)
-
-    def _sagemaker_arn(self, resource: str, name: str) -> str:
-        return self.format_arn(service="sagemaker", resource=resource, resource_name=name)
 
     def _functions(
         self,
@@ -222,7 +220,7 @@ class WorkflowStack(cdk.Stack):
     ) -> None:
         role = launch.role
         runs = artifacts.arn_for_objects("runs/*")
-        packages = self._sagemaker_arn("model-package", f"{group}/*")
+        packages = sagemaker_arn(self, "model-package", f"{group}/*")
         role.add_to_policy(
             iam.PolicyStatement(
                 # Deploying an earlier run reads its record and checks its package's approval.
@@ -315,9 +313,9 @@ class WorkflowStack(cdk.Stack):
         artifacts.encryption_key.grant_encrypt_decrypt(role)
         prefix = config.prefix
         experiments = [
-            self._sagemaker_arn("experiment", f"{prefix}-*"),
-            self._sagemaker_arn("experiment-trial", f"{prefix}-*"),
-            self._sagemaker_arn("experiment-trial-component", f"{prefix}-*"),
+            sagemaker_arn(self, "experiment", f"{prefix}-*"),
+            sagemaker_arn(self, "experiment-trial", f"{prefix}-*"),
+            sagemaker_arn(self, "experiment-trial-component", f"{prefix}-*"),
         ]
         role.add_to_policy(
             iam.PolicyStatement(
@@ -334,8 +332,8 @@ class WorkflowStack(cdk.Stack):
                 resources=experiments,
             )
         )
-        training_jobs = self._sagemaker_arn("training-job", f"{prefix}-*")
-        packages = self._sagemaker_arn("model-package", f"{group}/*")
+        training_jobs = sagemaker_arn(self, "training-job", f"{prefix}-*")
+        packages = sagemaker_arn(self, "model-package", f"{group}/*")
         role.add_to_policy(
             iam.PolicyStatement(
                 sid="ReadRunResults",

@@ -11,7 +11,7 @@ from typing import Any
 import boto3
 
 from finetune.local.serving import InferenceServer
-from finetune.local.training_runner import LocalTrainingRunner
+from finetune.local.training_runner import download_s3_uri
 
 __all__ = ["LocalEndpointHost"]
 
@@ -32,9 +32,7 @@ class LocalEndpointHost:
         target = self.models_dir / model_name
         try:
             if not target.exists():
-                LocalTrainingRunner._download(
-                    boto3.client("s3", region_name="us-east-1"), source, target
-                )
+                download_s3_uri(boto3.client("s3", region_name="us-east-1"), source, target)
             server = InferenceServer(target).start()
         except Exception as error:  # a model that cannot load: the endpoint fails, as on AWS
             shutil.rmtree(target, ignore_errors=True)

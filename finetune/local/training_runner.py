@@ -14,7 +14,7 @@ import boto3
 from finetune.local.moto_patches import TrainingOutcome
 from finetune.local_training import run_training_job_locally
 
-__all__ = ["LocalTrainingRunner"]
+__all__ = ["LocalTrainingRunner", "download_s3_uri"]
 
 _S3_URI = re.compile(r"^s3://(?P<bucket>[^/]+)/(?P<key>.*)$")
 
@@ -45,7 +45,7 @@ class LocalTrainingRunner:
         work_dir = self.jobs_dir / name
         s3 = boto3.client("s3", region_name="us-east-1")
         channels = {
-            channel["ChannelName"]: self._download(
+            channel["ChannelName"]: download_s3_uri(
                 s3,
                 channel["DataSource"]["S3DataSource"]["S3Uri"],
                 work_dir / "channels" / channel["ChannelName"],
@@ -91,31 +91,32 @@ class LocalTrainingRunner:
             client.create_experiment(name, artifact_location=location.as_uri())
 
     @staticmethod
-    def _download(s3: Any, uri: str, target: Path) -> Path:
-        match = _S3_URI.match(uri)
-        if match is None:
-            raise ValueError(f"not an S3 URI: {uri}")
-        bucket, key = match.group("bucket"), match.group("key")
-        target.mkdir(parents=True, exist_ok=True)
-        if key and not key.endswith("/"):
-            path = target / Path(key).name
-            s3.download_file(bucket, key, str(path))
-            return target
-        paginator = s3.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=bucket, Prefix=key):
-            for item in page.get("Contents", []):
-                relative = item["Key"][len(key) :]
-                if not relative or relative.endswith("/"):
-                    continue
-                path = target / relative
-                path.parent.mkdir(parents=True, exist_ok=True)
-                s3.download_file(bucket, item["Key"], str(path))
-        return target
-
-    @staticmethod
     def _upload(s3: Any, folder: Path, uri: str) -> None:
         match = _S3_URI.match(uri)
         assert match is not None
         bucket, prefix = match.group("bucket"), match.group("key")
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
             s3.upload_file(str(path), bucket, prefix + path.relative_to(folder).as_posix())
+
+
+def download_s3_uri(s3: Any, uri: str, target: Path) -> Path:
+    """The object (or every object under the prefix) at ``uri`` into the folder ``target``."""
+    match = _S3_URI.match(uri)
+    if match is None:
+        raise ValueError(f"not an S3 URI: {uri}")
+    bucket, key = match.group("bucket"), match.group("key")
+    target.mkdir(parents=True, exist_ok=True)
+    if key and not key.endswith("/"):
+        path = target / Path(key).name
+        s3.download_file(bucket, key, str(path))
+        return target
+    paginator = s3.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix=key):
+        for item in page.get("Contents", []):
+            relative = item["Key"][len(key) :]
+            if not relative or relative.endswith("/"):
+                continue
+            path = target / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            s3.download_file(bucket, item["Key"], str(path))
+    return target

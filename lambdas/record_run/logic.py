@@ -25,7 +25,6 @@ __all__ = [
     "gate_reason",
     "record_milestone",
     "summarise",
-    "training_metrics",
 ]
 
 Milestone = Literal[
@@ -57,12 +56,6 @@ def run_component_name(run: dict[str, Any]) -> str:
 def training_component_name(run: dict[str, Any]) -> str:
     """The trial component SageMaker creates for a training job that carries ExperimentConfig."""
     return f"{run['training_job_name']}-aws-training-job"
-
-
-def training_metrics(sagemaker: Any, training_job_name: str) -> dict[str, float]:
-    """Final metric values of the job (from its MetricDefinitions), by name."""
-    job = sagemaker.describe_training_job(TrainingJobName=training_job_name)
-    return {m["MetricName"]: float(m["Value"]) for m in job.get("FinalMetricDataList", [])}
 
 
 def best_approved_metric(

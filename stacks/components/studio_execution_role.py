@@ -8,6 +8,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from stacks.components.arns import sagemaker_arn
 from stacks.components.managed_policy_role import ManagedPolicyRole
 from stacks.nag import acknowledge_wildcard_actions, acknowledge_wildcard_resources
 
@@ -53,9 +54,6 @@ class StudioExecutionRole(Construct):
         artifacts_bucket.grant_read(self.role)
         encryption_key.grant_encrypt_decrypt(self.role)
 
-        def arn(resource: str, name: str) -> str:
-            return stack.format_arn(service="sagemaker", resource=resource, resource_name=name)
-
         state_machine_arn = stack.format_arn(
             service="states",
             resource="stateMachine",
@@ -96,21 +94,21 @@ class StudioExecutionRole(Construct):
                     "sagemaker:UpdateModelPackage",
                 ],
                 resources=[
-                    arn("model-package-group", model_package_group_name),
-                    arn("model-package", f"{model_package_group_name}/*"),
+                    sagemaker_arn(self, "model-package-group", model_package_group_name),
+                    sagemaker_arn(self, "model-package", f"{model_package_group_name}/*"),
                 ],
             )
         )
         run_resources = [
-            arn("training-job", f"{resource_prefix}-*"),
-            arn("model", f"{resource_prefix}-*"),
-            arn("endpoint", f"{resource_prefix}-*"),
-            arn("endpoint-config", f"{resource_prefix}-*"),
+            sagemaker_arn(self, "training-job", f"{resource_prefix}-*"),
+            sagemaker_arn(self, "model", f"{resource_prefix}-*"),
+            sagemaker_arn(self, "endpoint", f"{resource_prefix}-*"),
+            sagemaker_arn(self, "endpoint-config", f"{resource_prefix}-*"),
         ]
         tracking_resources = [
-            arn("experiment", "*"),
-            arn("experiment-trial", "*"),
-            arn("experiment-trial-component", "*"),
+            sagemaker_arn(self, "experiment", "*"),
+            sagemaker_arn(self, "experiment-trial", "*"),
+            sagemaker_arn(self, "experiment-trial-component", "*"),
         ]
         training_logs = stack.format_arn(
             service="logs",
@@ -138,7 +136,7 @@ class StudioExecutionRole(Construct):
             iam.PolicyStatement(
                 sid="InvokeRunEndpoints",
                 actions=["sagemaker:InvokeEndpoint"],
-                resources=[arn("endpoint", f"{resource_prefix}-*")],
+                resources=[sagemaker_arn(self, "endpoint", f"{resource_prefix}-*")],
             )
         )
         self.role.add_to_policy(
@@ -237,7 +235,7 @@ class StudioExecutionRole(Construct):
             policy,
             "Model package versions are numbered by SageMaker inside the platform's one Model "
             "Package Group; users review and approve them.",
-            arn("model-package", f"{model_package_group_name}/*"),
+            sagemaker_arn(self, "model-package", f"{model_package_group_name}/*"),
         )
         acknowledge_wildcard_resources(
             policy,
@@ -248,15 +246,10 @@ class StudioExecutionRole(Construct):
 
     def allow_studio_apps(self, domain_id: str) -> None:
         """Let users manage their own apps and spaces in ``domain_id``."""
-        stack = cdk.Stack.of(self)
-
-        def arn(resource: str, name: str) -> str:
-            return stack.format_arn(service="sagemaker", resource=resource, resource_name=name)
-
         domain_children = [
-            arn("user-profile", f"{domain_id}/*"),
-            arn("space", f"{domain_id}/*"),
-            arn("app", f"{domain_id}/*"),
+            sagemaker_arn(self, "user-profile", f"{domain_id}/*"),
+            sagemaker_arn(self, "space", f"{domain_id}/*"),
+            sagemaker_arn(self, "app", f"{domain_id}/*"),
         ]
         self.role.add_to_policy(
             iam.PolicyStatement(
@@ -275,7 +268,7 @@ class StudioExecutionRole(Construct):
                     "sagemaker:DescribeDomain",
                     "sagemaker:AddTags",
                 ],
-                resources=[arn("domain", domain_id), *domain_children],
+                resources=[sagemaker_arn(self, "domain", domain_id), *domain_children],
             )
         )
         acknowledge_wildcard_resources(

@@ -10,6 +10,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from stacks.components.arns import sagemaker_arn
 from stacks.components.encrypted_log_group import encrypted_log_group
 from stacks.components.managed_policy_role import ManagedPolicyRole
 from stacks.components.workflow.definition import FineTuneDefinition, WorkflowResources
@@ -118,14 +119,11 @@ class FineTuneWorkflow(Construct):
         resources: WorkflowResources,
         group: str,
     ) -> None:
-        def arn(resource: str, name: str) -> str:
-            return stack.format_arn(service="sagemaker", resource=resource, resource_name=name)
-
-        training_jobs = arn("training-job", f"{prefix}-*")
-        models = arn("model", f"{prefix}-*")
-        endpoint_configs = arn("endpoint-config", f"{prefix}-*")
-        endpoints = arn("endpoint", f"{prefix}-*")
-        packages = arn("model-package", f"{group}/*")
+        training_jobs = sagemaker_arn(self, "training-job", f"{prefix}-*")
+        models = sagemaker_arn(self, "model", f"{prefix}-*")
+        endpoint_configs = sagemaker_arn(self, "endpoint-config", f"{prefix}-*")
+        endpoints = sagemaker_arn(self, "endpoint", f"{prefix}-*")
+        packages = sagemaker_arn(self, "model-package", f"{group}/*")
         role = self.role
         role.add_to_policy(
             iam.PolicyStatement(
@@ -156,7 +154,7 @@ class FineTuneWorkflow(Construct):
             iam.PolicyStatement(
                 sid="RegisterModels",
                 actions=["sagemaker:CreateModelPackage", "sagemaker:DescribeModelPackage"],
-                resources=[arn("model-package-group", group), packages],
+                resources=[sagemaker_arn(self, "model-package-group", group), packages],
             )
         )
         role.add_to_policy(
