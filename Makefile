@@ -71,3 +71,18 @@ bench-train: setup-dev ## Training throughput: our trainer vs TRL SFTTrainer def
 
 clean: ## Remove build outputs and local-backend state (keeps the virtualenv and node_modules)
 	rm -rf cdk.out .finetune .pytest_cache .mypy_cache .ruff_cache
+
+# The serving container's model-reading packages (transformers, tokenizers, huggingface-hub,
+# safetensors at the pins in training_code/llm_sft/serving_contract.py: TGI 3.3.6), installed
+# beside the main virtualenv with --no-deps so torch (and the rest) come from .venv behind them
+# on PYTHONPATH and pip never pulls a CUDA torch. ~5 s. tests/serving loads trained models with it.
+SERVING_ENV := $(VENV)/serving-contract
+$(SERVING_ENV)/.installed: $(VENV)/.dev training_code/llm_sft/serving_contract.py
+	rm -rf $(SERVING_ENV)
+	$(BIN)/pip install --quiet --no-deps --target $(SERVING_ENV) \
+		$$($(BIN)/python -m llm_sft.serving_contract requirements)
+	@touch $@
+
+.PHONY: setup-serving
+setup-serving: $(SERVING_ENV)/.installed ## The serving stack's pinned packages for tests/serving
+test test-fast: $(SERVING_ENV)/.installed

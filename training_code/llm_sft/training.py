@@ -21,6 +21,7 @@ from llm_sft.metrics import format_final_line
 from llm_sft.modeling import BaseModel, DevicePlan, resolve_base_model
 from llm_sft.packing import Row
 from llm_sft.paths import JobPaths
+from llm_sft.serving_reference import ReferenceExamples
 from llm_sft.tracking import Tracker, dataset_identity_from_env, start_tracking
 
 logger = logging.getLogger(__name__)
@@ -119,6 +120,7 @@ def _save_and_release(
     hp: Hyperparameters,
     plan: DevicePlan,
     paths: JobPaths,
+    reference: ReferenceExamples,
 ) -> str:
     """Save the model; the trainer gives up its references so QLoRA can free GPU memory."""
     from llm_sft import output
@@ -126,16 +128,22 @@ def _save_and_release(
     model = trainer.model
     trainer.model = trainer.optimizer = trainer.scheduler = None
     if not hp.merge_adapter:
-        output.save_adapter(model, tokenizer, base, paths.model_dir)
+        output.save_adapter(
+            model, tokenizer, base, paths.model_dir, reference=reference, serving_files=True
+        )
         return "adapter"
     if not plan.quantize_4bit:
-        output.save_merged_in_memory(model, tokenizer, base, hp, paths.model_dir)
+        output.save_merged_in_memory(
+            model, tokenizer, base, hp, paths.model_dir, reference=reference
+        )
         return "merged"
     with tempfile.TemporaryDirectory(prefix="adapter-") as scratch:
         output.save_adapter(model, tokenizer, base, Path(scratch))
         del model
         gc.collect()
-        output.merge_saved_adapter(Path(scratch), tokenizer, base, hp, plan, paths.model_dir)
+        output.merge_saved_adapter(
+            Path(scratch), tokenizer, base, hp, plan, paths.model_dir, reference=reference
+        )
     return "merged"
 
 
@@ -243,7 +251,8 @@ def run_job(hp: Hyperparameters, paths: JobPaths) -> dict[str, Any]:
             "tokens_per_second": result.tokens_per_second,
         }
         print(format_final_line(**final), flush=True)
-        saved = _save_and_release(trainer, setup.tokenizer, base, hp, setup.plan, paths)
+        reference = ReferenceExamples.from_split(data.validation, data.train)
+        saved = _save_and_release(trainer, setup.tokenizer, base, hp, setup.plan, paths, reference)
         evaluation: dict[str, Any] = {
             **final,
             "train_runtime_seconds": round(result.train_seconds, 3),
