@@ -26,8 +26,9 @@ read** (``make_servable``), rather than switching the container or pinning train
   whichever container is pinned; switching the image changes the pins, not the need.
 - Writing the legacy keys *beside* the new ones loses nothing: ``rope_scaling`` carries the same
   values as ``rope_parameters`` (transformers 5 reads either), ``PreTrainedTokenizerFast`` runs
-  ``tokenizer.json`` verbatim in both lines, ``chat_template.jinja`` stays. The folder also loads
-  in a transformers-5 serving stack unchanged (tests/serving checks both directions).
+  ``tokenizer.json`` verbatim in both lines, ``chat_template.jinja`` stays. transformers 5 reads
+  the rewritten folder exactly as it wrote it (tests/serving checks this with the training
+  stack's 5.23; a transformers-5 serving image would get its own pins checked the same way).
 - Pinning training to transformers 4.x would give up the training stack's fixes for a format
   question; switching to a vLLM image (the SageMaker Hugging Face vLLM DLC is on the
   transformers-5 line, ``huggingface-vllm:0.29.0-transformers5.15.0``) changes the request API,
