@@ -49,9 +49,12 @@ REFERENCE_FORMAT = 1
 class LossTolerance:
     """|served - trained| <= absolute + relative * trained (nats per token).
 
-    Serving runs other kernels, often another dtype (bfloat16/float16) than the reference
-    computation: a mean over tens of tokens moves by ~0.01-0.03 nats. A model read wrongly moves
-    by nats (a Llama 3 served with rope theta 10000 instead of 500000 loses its positions).
+    Serving runs other kernels, and possibly another dtype (TGI's float16 default against a
+    bfloat16 reference), than the reference computation; a mean over tens of tokens is expected
+    to move by a few hundredths of a nat. That is an estimate, not a measurement (no GPU
+    serving stack runs offline): every smoke result records ``loss_difference``, so the first
+    deployments tell how much of the margin real endpoints use. A model read wrongly moves by
+    far more (a Llama 3 served with rope theta 10000 instead of 500000 loses its positions).
     """
 
     absolute: float = 0.05
