@@ -2,7 +2,9 @@
 
 `run_training_job_locally` lays out an `/opt/ml`-style tree under `work_dir` exactly as a
 SageMaker training container sees it, then starts the toolkit's own entry point (what the
-project's training image runs: custom-image mode with `SAGEMAKER_PROGRAM`) in a subprocess:
+project's training image runs: custom-image mode with `SAGEMAKER_PROGRAM`, and
+`SAGEMAKER_TRAINING_MODULE` naming the PyTorch framework module when it is installed, as in
+the image and the AWS Hugging Face container) in a subprocess:
 
     work_dir/
       input/config/hyperparameters.json   every value a JSON string, as SageMaker writes it
@@ -16,6 +18,16 @@ project's training image runs: custom-image mode with `SAGEMAKER_PROGRAM`) in a 
 
 Running it again on the same `work_dir` is a restarted job (managed spot training): every
 folder is new except `checkpoints/`. Pure standard library; never imports torch.
+
+Distributed jobs: the hyperparameter `sagemaker_torch_distributed_enabled` (what the SageMaker
+SDK's `distribution={"torch_distributed": {"enabled": True}}` sets) makes the framework
+module start the script through the toolkit's torchrun launcher. `instance_count=N` emulates N
+instances on this machine: N toolkit processes, each with its own tree (`work_dir` for the
+first, `<work_dir>-host-<n>` for the others), whose resource configs list the same hosts. The
+hosts are named by loopback addresses (127.0.0.1, 127.0.0.2, ...) instead of `algo-1`,
+`algo-2`, so that torchrun's rendezvous at the first host resolves without DNS. What is not
+emulated: separate machines (the processes share this one's CPUs), EFA/NCCL networking, and
+S3 (each host's checkpoint folder is its own, as on SageMaker).
 """
 
 from __future__ import annotations
@@ -40,6 +52,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SOURCE_DIR = REPO_ROOT / "training_code"
 HOST = "algo-1"
 LOG_FILE = "training.log"
+# The PyTorch framework module of the training image and of the AWS Hugging Face / PyTorch
+# containers: it reads `sagemaker_torch_distributed_enabled` and starts torchrun.
+PYTORCH_FRAMEWORK_MODULE = "sagemaker_pytorch_container.training:main"
 
 # Not part of the code folder inside the image: requirements.txt is installed at image build
 # (the toolkit would pip-install it again at job start), the rest is build context or cache.
@@ -67,10 +82,12 @@ class LocalTrainingResult:
     log_path: Path
     duration_seconds: float
     metrics: list[MetricRecord] = field(default_factory=list)
+    # The other emulated instances of a multi-instance job (their own trees and logs).
+    peers: list[LocalTrainingResult] = field(default_factory=list)
 
     @property
     def succeeded(self) -> bool:
-        return self.exit_code == 0 and not self.timed_out
+        return self.exit_code == 0 and not self.timed_out and all(p.succeeded for p in self.peers)
 
     @property
     def log(self) -> str:
@@ -104,6 +121,8 @@ def prepare_tree(
     hyperparameters: Mapping[str, object],
     channels: Mapping[str, Path],
     source_dir: Path,
+    hosts: tuple[str, ...] = (HOST,),
+    current_host: str = HOST,
 ) -> None:
     """Lay out the container's view of the job under `work_dir` (checkpoints are kept)."""
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -124,15 +143,15 @@ def prepare_tree(
     _write_json(
         config / "resourceconfig.json",
         {
-            "current_host": HOST,
+            "current_host": current_host,
             "current_instance_type": "local",
             "current_group_name": "homogeneousCluster",
-            "hosts": [HOST],
+            "hosts": list(hosts),
             "instance_groups": [
                 {
                     "instance_group_name": "homogeneousCluster",
                     "instance_type": "local",
-                    "hosts": [HOST],
+                    "hosts": list(hosts),
                 }
             ],
             "network_interface_name": "eth0",
@@ -157,11 +176,31 @@ def prepare_tree(
     (work_dir / "checkpoints").mkdir(exist_ok=True)
 
 
+def framework_module_available(python_executable: str = sys.executable) -> bool:
+    """Whether `python_executable` has the PyTorch framework module (sagemaker-pytorch-training)."""
+    module = PYTORCH_FRAMEWORK_MODULE.split(":")[0]
+    check = f"import importlib.util, sys; sys.exit(importlib.util.find_spec({module!r}) is None)"
+    return subprocess.run([python_executable, "-c", check], check=False).returncode == 0  # noqa: S603
+
+
 def _environment(
-    work_dir: Path, entry_point: str, job_name: str, extra: Mapping[str, str] | None
+    work_dir: Path,
+    entry_point: str,
+    job_name: str,
+    extra: Mapping[str, str] | None,
+    framework_module: str | None,
+    python_executable: str = sys.executable,
 ) -> dict[str, str]:
-    # Variables the toolkit derives itself must not leak in from the caller's shell.
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "SAGEMAKER_"))}
+    # Variables the toolkit derives itself must not leak in from the caller's shell, nor the
+    # caller's torchrun variables (a test process may itself run under torchrun).
+    inherited = ("SM_", "SAGEMAKER_", "RANK", "WORLD_SIZE", "LOCAL_", "MASTER_", "TORCHELASTIC_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(inherited)}
+    if framework_module:
+        env["SAGEMAKER_TRAINING_MODULE"] = framework_module
+    # The toolkit starts `torchrun` by name: the console scripts beside this Python (a
+    # virtualenv's bin/) come first on PATH, as the image's do.
+    scripts = str(Path(python_executable).parent)
+    env["PATH"] = os.pathsep.join([scripts, env.get("PATH", "")])
     env.update(
         {
             "SAGEMAKER_BASE_DIR": str(work_dir),
@@ -188,6 +227,18 @@ def _stream(
                 sink(line.rstrip("\n"))
 
 
+def host_names(instance_count: int) -> tuple[str, ...]:
+    """`algo-1` for one instance; loopback addresses for an emulated cluster (see above)."""
+    if instance_count == 1:
+        return (HOST,)
+    return tuple(f"127.0.0.{n}" for n in range(1, instance_count + 1))
+
+
+def host_work_dir(work_dir: Path, index: int) -> Path:
+    """The tree of emulated instance `index` (0 is `work_dir` itself)."""
+    return work_dir if index == 0 else work_dir.with_name(f"{work_dir.name}-host-{index + 1}")
+
+
 def run_training_job_locally(
     work_dir: Path,
     *,
@@ -200,52 +251,83 @@ def run_training_job_locally(
     job_name: str = "local-training-job",
     python_executable: str = sys.executable,
     log_sink: Callable[[str], None] | None = None,
+    instance_count: int = 1,
+    framework_module: str | None = PYTORCH_FRAMEWORK_MODULE,
 ) -> LocalTrainingResult:
     """Emulate one SageMaker training job (or its restart) and wait for it to end.
 
     `hyperparameters` may hold Python values; they are written as SageMaker stores them
-    (`True`/`False`, list reprs). `log_sink` receives every log line as it is printed.
+    (`True`/`False`, list reprs). `log_sink` receives every log line of the first instance as
+    it is printed. `framework_module` is used when `python_executable` has it installed
+    (otherwise the toolkit runs the script as one process, as it would in an image without it).
     """
+    if instance_count < 1:
+        raise ValueError(f"instance_count must be >= 1, got {instance_count}")
     work_dir = Path(work_dir).resolve()
-    prepare_tree(work_dir, hyperparameters, channels, Path(source_dir))
-    log_path = work_dir / LOG_FILE
+    if framework_module and not framework_module_available(python_executable):
+        framework_module = None
+    hosts = host_names(instance_count)
     command = [
         python_executable,
         "-c",
         "from sagemaker_training.cli.train import main; main()",
     ]
     started = time.monotonic()
-    process = subprocess.Popen(  # noqa: S603 - fixed command: this Python and the toolkit
-        command,
-        cwd=work_dir,
-        env=_environment(work_dir, entry_point, job_name, environment),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        errors="replace",
-        start_new_session=True,  # so a timeout can end the toolkit and the script together
-    )
-    reader = threading.Thread(target=_stream, args=(process, log_path, log_sink), daemon=True)
-    reader.start()
-    timed_out = False
-    try:
-        exit_code = process.wait(timeout=timeout_seconds)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        os.killpg(process.pid, signal.SIGKILL)
-        exit_code = process.wait()
-    reader.join()
-    failure = work_dir / "output" / "failure"
+    processes: list[tuple[Path, subprocess.Popen[str], threading.Thread]] = []
+    for index, host in enumerate(hosts):
+        tree = host_work_dir(work_dir, index)
+        prepare_tree(tree, hyperparameters, channels, Path(source_dir), hosts, host)
+        process = subprocess.Popen(  # noqa: S603 - fixed command: this Python and the toolkit
+            command,
+            cwd=tree,
+            env=_environment(
+                tree, entry_point, job_name, environment, framework_module, python_executable
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            start_new_session=True,  # so a timeout can end the toolkit and the script together
+        )
+        sink = log_sink if index == 0 else None
+        reader = threading.Thread(
+            target=_stream, args=(process, tree / LOG_FILE, sink), daemon=True
+        )
+        reader.start()
+        processes.append((tree, process, reader))
+    deadline = None if timeout_seconds is None else started + timeout_seconds
+    results: list[LocalTrainingResult] = []
+    for tree, process, reader in processes:
+        timed_out = False
+        try:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            exit_code = process.wait(timeout=left)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            for _, other, _ in processes:
+                if other.poll() is None:
+                    os.killpg(other.pid, signal.SIGKILL)
+            exit_code = process.wait()
+        reader.join()
+        results.append(_result(tree, exit_code, timed_out, time.monotonic() - started))
+    first, *peers = results
+    first.peers.extend(peers)
+    return first
+
+
+def _result(tree: Path, exit_code: int, timed_out: bool, seconds: float) -> LocalTrainingResult:
+    failure = tree / "output" / "failure"
+    log_path = tree / LOG_FILE
     text = log_path.read_text(encoding="utf-8", errors="replace")
     return LocalTrainingResult(
         exit_code=exit_code,
         timed_out=timed_out,
         failure_reason=failure.read_text(encoding="utf-8").strip() if failure.is_file() else None,
-        model_dir=work_dir / "model",
-        output_data_dir=work_dir / "output" / "data",
-        output_dir=work_dir / "output",
-        checkpoint_dir=work_dir / "checkpoints",
+        model_dir=tree / "model",
+        output_data_dir=tree / "output" / "data",
+        output_dir=tree / "output",
+        checkpoint_dir=tree / "checkpoints",
         log_path=log_path,
-        duration_seconds=time.monotonic() - started,
+        duration_seconds=seconds,
         metrics=parse_metric_lines(text.splitlines()),
     )

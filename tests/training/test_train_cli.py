@@ -34,14 +34,15 @@ def test_missing_model_folder(run_main: RunMain, chat_subset: Path, tmp_path: Pa
     assert "no such folder" in run.failure
 
 
-def test_several_instances_are_refused(
+def test_several_instances_without_torchrun_are_refused(
     run_main: RunMain, chat_subset: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("SM_HOSTS", '["algo-1", "algo-2"]')
     run = run_main({"train_dir": str(chat_subset / "train")})
     assert run.exit_code == 1
     assert run.failure is not None
-    assert "the job has 2 instances; use an instance count of 1" in run.failure
+    assert "the job has 2 instances but was not started by torchrun" in run.failure
+    assert "sagemaker_torch_distributed_enabled=true" in run.failure
 
 
 @pytest.mark.slow

@@ -154,3 +154,132 @@ def load_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any) -> T
 
 def read_state(path: Path) -> TrainerState:
     return TrainerState(**json.loads((path / STATE_FILE).read_text()))
+
+
+# --- Under torchrun (DDP / FSDP) --------------------------------------------------------------
+# The files are the same as above except `optimizer.pt`, which holds the full optimizer state
+# keyed by parameter name (`torch.distributed.checkpoint.state_dict`), and `rng_state.pt`,
+# which holds one RNG state per process. Rank 0 gathers, writes and prunes; on resume rank 0
+# picks the checkpoint and reads it, and the others receive what they need from it, so the
+# other instances of a multi-instance job need no copy of the checkpoint folder.
+
+RANK_RNG_KEY = "ranks"
+
+
+def find_resumable(directory: Path, ctx: Any) -> tuple[Path, TrainerState] | None:
+    """Rank 0's newest complete checkpoint and its state, on every process."""
+    from llm_sft.distributed import broadcast_object
+
+    found: tuple[str, dict[str, Any]] | None = None
+    if ctx.is_main:
+        path = latest_complete(directory)
+        if path is not None:
+            found = (str(path), read_state(path).__dict__)
+    found = broadcast_object(found)
+    if found is None:
+        return None
+    return Path(found[0]), TrainerState(**found[1])
+
+
+def _state_options(**kwargs: Any) -> Any:
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, **kwargs)
+
+
+def save_distributed(
+    directory: Path,
+    engine: Any,
+    optimizer: Any,
+    scheduler: Any,
+    state: TrainerState,
+    keep: int,
+    ctx: Any,
+) -> Path:
+    """Collective: every process calls it; rank 0 writes `checkpoint-<step>/`."""
+    import torch
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    from llm_sft.distributed import barrier, gather_objects
+    from llm_sft.parallel import trainable_state
+
+    adapter_full = trainable_state(engine)
+    optimizer_state = get_optimizer_state_dict(
+        engine.model, optimizer, options=_state_options(cpu_offload=True)
+    )
+    rng_states = gather_objects(_rng_state())
+    target = directory / f"{PREFIX}{state.global_step}"
+    if ctx.is_main:
+        if target.exists():
+            shutil.rmtree(target)
+        target.mkdir(parents=True)
+        adapter = get_peft_model_state_dict(
+            engine.model, state_dict=adapter_full, save_embedding_layers=False
+        )
+        save_file({k: v.contiguous() for k, v in adapter.items()}, str(target / ADAPTER_FILE))
+        torch.save(optimizer_state, target / "optimizer.pt")
+        torch.save(scheduler.state_dict(), target / "scheduler.pt")
+        torch.save({RANK_RNG_KEY: rng_states}, target / "rng_state.pt")
+        (target / STATE_FILE).write_text(json.dumps(state.__dict__, indent=2, sort_keys=True))
+        files = {p.name: p.stat().st_size for p in sorted(target.iterdir()) if p.is_file()}
+        (target / MARKER).write_text(json.dumps({"step": state.global_step, "files": files}))
+        logger.info("saved checkpoint %s", target)
+        _rotate(directory, keep)
+    barrier()
+    return target
+
+
+def _adapter_names(model: Any) -> dict[str, str]:
+    """peft's saved key -> the model's parameter name, for every trainable parameter.
+
+    `get_peft_model_state_dict` drops the adapter name (`.default`) from the keys.
+    """
+    names: dict[str, str] = {}
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            names[name.replace(".default", "")] = name
+    return names
+
+
+def load_distributed(
+    path: Path, saved: TrainerState, engine: Any, optimizer: Any, scheduler: Any, ctx: Any
+) -> TrainerState:
+    """Collective: rank 0 reads `path`; every process gets the adapter, optimizer, scheduler
+    and its own RNG state."""
+    import torch
+    from safetensors.torch import load_file
+    from torch.distributed.checkpoint.state_dict import (
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    from llm_sft.distributed import broadcast_object, scatter_objects
+
+    model = engine.model
+    adapter: dict[str, Any] = {}
+    optimizer_state: dict[str, Any] = {}
+    scheduler_state: Any = None
+    rng_states: list[Any] | None = None
+    if ctx.is_main:
+        names = _adapter_names(model)
+        stored = load_file(str(path / ADAPTER_FILE))
+        unexpected = sorted(set(stored) - set(names))
+        if unexpected:
+            raise RuntimeError(f"checkpoint {path} has unexpected adapter keys: {unexpected[:3]}")
+        adapter = {names[k]: v for k, v in stored.items()}
+        optimizer_state = torch.load(path / "optimizer.pt", map_location="cpu")
+        scheduler_state = torch.load(path / "scheduler.pt")
+        # RNG state holds Python tuples and tensors only, written by this module.
+        rng_states = torch.load(path / "rng_state.pt", weights_only=False)[RANK_RNG_KEY]
+    set_model_state_dict(
+        model, adapter, options=_state_options(broadcast_from_rank0=True, strict=False)
+    )
+    set_optimizer_state_dict(
+        model, optimizer, optimizer_state, options=_state_options(broadcast_from_rank0=True)
+    )
+    scheduler.load_state_dict(broadcast_object(scheduler_state))
+    # One state per process: the fingerprint pins the world size.
+    _set_rng_state(scatter_objects(rng_states))
+    return saved

@@ -21,6 +21,16 @@ from typing import Literal
 
 Method = Literal["lora", "qlora"]
 Tristate = Literal["auto"] | bool
+DistributedStrategy = Literal["auto", "ddp", "fsdp"]
+# Attention implementations that build masks from packed position_ids (see modeling.py).
+ATTENTION_CHOICES: tuple[str, ...] = (
+    "auto",
+    "sdpa",
+    "eager",
+    "flex_attention",
+    "flash_attention_2",
+    "flash_attention_3",
+)
 
 
 class HyperparameterError(ValueError):
@@ -66,6 +76,8 @@ class Hyperparameters:
     trust_remote_code: bool = False
     torch_threads: int = 0
     mlflow_log_model: bool = True
+    distributed_strategy: DistributedStrategy = "auto"
+    attn_implementation: str = "auto"
 
     def __post_init__(self) -> None:
         if self.per_device_eval_batch_size is None:
@@ -235,6 +247,8 @@ _PARSERS: dict[str, Callable[[str, object], object]] = {
     "trust_remote_code": parse_bool,
     "torch_threads": _parse_int,
     "mlflow_log_model": parse_bool,
+    "distributed_strategy": _choice(("auto", "ddp", "fsdp")),
+    "attn_implementation": _choice(ATTENTION_CHOICES),
 }
 assert set(_PARSERS) == set(HYPERPARAMETER_NAMES)
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llm_sft.distributed import SINGLE, DistContext
 from llm_sft.encoding import ensure_chat_template
 from llm_sft.errors import ConfigurationError, ModelLoadError
 from llm_sft.hyperparameters import Hyperparameters
@@ -19,6 +20,17 @@ logger = logging.getLogger(__name__)
 
 # Attention implementations whose masks transformers builds from packed position_ids.
 PACKING_ATTENTION = ("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention")
+# `attn_implementation=auto` on a CUDA GPU: the first of these that is installed. flash-attn's
+# varlen kernels compute only each packed sample's own causal block (sdpa computes the row's
+# dense block-diagonal mask); it is not part of the pinned stack, so the training image uses
+# sdpa. `make bench-train-gpu` measures sdpa, flex_attention and (if installed) flash-attn on
+# packed rows: change this order from its figures. On CPU `auto` keeps the library default.
+GPU_ATTENTION_PREFERENCE = ("flash_attention_2", "sdpa")
+# Packages an implementation needs beyond torch and transformers.
+_ATTENTION_PACKAGES = {
+    "flash_attention_2": "flash_attn",
+    "flash_attention_3": "flash_attn_interface",
+}
 
 
 @dataclass(frozen=True)
@@ -31,16 +43,22 @@ class BaseModel:
 @dataclass(frozen=True)
 class DevicePlan:
     device: str  # "cuda" | "cpu"
-    gpus: int
+    gpus: int  # visible to this process
     bf16: bool
     gradient_checkpointing: bool
     quantize_4bit: bool
+    attention: str | None = None  # None: the library's default (sdpa)
+    world_size: int = 1  # processes of the job (torchrun)
+    local_rank: int = 0  # this process's GPU when launched by torchrun
+    launched: bool = False
 
     def describe(self) -> str:
-        return (
+        text = (
             f"device={self.device} gpus={self.gpus} bf16={self.bf16}"
             f" gradient_checkpointing={self.gradient_checkpointing} 4bit={self.quantize_4bit}"
+            f" attention={self.attention or 'default'}"
         )
+        return text + (f" world_size={self.world_size}" if self.launched else "")
 
 
 def _looks_like_path(model_id: str) -> bool:
@@ -91,7 +109,28 @@ def resolve_base_model(model_id: str, model_channel: Path | None) -> BaseModel:
     return BaseModel(path=model_id, reference=model_id, source="hub")
 
 
-def plan_device(hp: Hyperparameters) -> DevicePlan:
+def resolve_attention(hp: Hyperparameters, cuda: bool) -> str | None:
+    """The attention implementation to load the model with (None: the library default)."""
+    requested = hp.attn_implementation
+    if requested == "auto":
+        if not cuda:
+            return None
+        for name in GPU_ATTENTION_PREFERENCE:
+            package = _ATTENTION_PACKAGES.get(name)
+            if package is None or importlib.util.find_spec(package) is not None:
+                return name
+        return "sdpa"
+    package = _ATTENTION_PACKAGES.get(requested)
+    if package is not None and (not cuda or importlib.util.find_spec(package) is None):
+        raise ConfigurationError(
+            f"attn_implementation={requested} needs a CUDA GPU and the {package} package, which"
+            " this image does not have; use attn_implementation=sdpa or flex_attention (both ship"
+            " with PyTorch), or auto"
+        )
+    return requested
+
+
+def plan_device(hp: Hyperparameters, ctx: DistContext = SINGLE) -> DevicePlan:
     import torch
 
     cuda = torch.cuda.is_available()
@@ -117,12 +156,21 @@ def plan_device(hp: Hyperparameters) -> DevicePlan:
     if bf16 and not cuda:
         logger.warning("bf16=True on CPU: usually much slower than float32 without AVX512-BF16")
     checkpointing = cuda if hp.gradient_checkpointing == "auto" else bool(hp.gradient_checkpointing)
+    if cuda and ctx.launched and ctx.local_rank >= gpus:
+        raise ConfigurationError(
+            f"torchrun started {ctx.local_world_size} processes on this instance, but only"
+            f" {gpus} GPU(s) are visible: one process per GPU"
+        )
     return DevicePlan(
         device="cuda" if cuda else "cpu",
         gpus=gpus,
         bf16=bf16,
         gradient_checkpointing=checkpointing,
         quantize_4bit=hp.method == "qlora",
+        attention=resolve_attention(hp, cuda),
+        world_size=ctx.world_size,
+        local_rank=ctx.local_rank,
+        launched=ctx.launched,
     )
 
 
@@ -148,21 +196,68 @@ def compute_dtype(plan: DevicePlan) -> Any:
     return torch.bfloat16 if plan.bf16 and plan.device == "cuda" else torch.float32
 
 
-def _device_map(plan: DevicePlan) -> Any:
-    if plan.device != "cuda":
+def _device_map(plan: DevicePlan, on_cpu: bool = False) -> Any:
+    if plan.device != "cuda" or on_cpu:
         return None
+    if plan.launched:  # one process per GPU (torchrun): the whole model on this process's GPU
+        return {"": plan.local_rank}
     # Several GPUs in one process: spread layers (naive model parallelism) to fit larger models.
     return {"": 0} if plan.gpus <= 1 else "auto"
 
 
-def load_base_model(base: BaseModel, hp: Hyperparameters, plan: DevicePlan) -> Any:
+def model_parameters(base: BaseModel, hp: Hyperparameters) -> int:
+    """Parameters of the base model, counted on the meta device (no weights are read)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(base.path, trust_remote_code=hp.trust_remote_code)
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(
+                config, trust_remote_code=hp.trust_remote_code
+            )
+    except Exception as error:
+        raise ModelLoadError(
+            f"cannot read the configuration of {base.reference!r}: {error}"
+        ) from None
+    return sum(p.numel() for p in skeleton.parameters())
+
+
+def load_model_skeleton(base: BaseModel, hp: Hyperparameters, plan: DevicePlan) -> Any:
+    """The model's modules with parameters on the meta device (no memory, no weights read).
+
+    FSDP ranks other than 0 start from this; rank 0's weights reach them after sharding.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {"trust_remote_code": hp.trust_remote_code}
+    if plan.attention is not None:
+        kwargs["attn_implementation"] = plan.attention
+    try:
+        config = AutoConfig.from_pretrained(base.path, trust_remote_code=hp.trust_remote_code)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config, dtype=compute_dtype(plan), **kwargs)
+    except Exception as error:
+        raise ModelLoadError(f"cannot load model {base.reference!r}: {error}") from None
+    model.config.use_cache = False
+    return model
+
+
+def load_base_model(
+    base: BaseModel, hp: Hyperparameters, plan: DevicePlan, *, on_cpu: bool = False
+) -> Any:
+    """The base model in the compute dtype: on this process's GPU, or on CPU when `on_cpu`
+    (FSDP's rank 0, which shards it onto the GPUs)."""
     from transformers import AutoModelForCausalLM
 
     kwargs: dict[str, Any] = {
         "trust_remote_code": hp.trust_remote_code,
         "dtype": compute_dtype(plan),
-        "device_map": _device_map(plan),
+        "device_map": _device_map(plan, on_cpu),
     }
+    if plan.attention is not None:
+        kwargs["attn_implementation"] = plan.attention
     if plan.quantize_4bit:
         from transformers import BitsAndBytesConfig
 

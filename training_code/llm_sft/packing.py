@@ -102,11 +102,18 @@ def build_rows(examples: Sequence[EncodedExample], max_seq_length: int, packing:
     return [_row([examples[i] for i in b]) for b in bins]
 
 
-def collate(rows: Sequence[Row], pad_token_id: int) -> dict[str, torch.Tensor]:
-    """`input_ids`, `labels`, `position_ids` tensors of shape [len(rows), longest row]."""
+def collate(
+    rows: Sequence[Row], pad_token_id: int, pad_to_multiple_of: int = 1
+) -> dict[str, torch.Tensor]:
+    """`input_ids`, `labels`, `position_ids` tensors of shape [len(rows), longest row].
+
+    `pad_to_multiple_of` rounds the width up (GPU: fewer distinct shapes for compiled kernels
+    such as flex_attention's, and tensor-core-friendly sizes); padding never reaches the loss.
+    """
     import torch
 
     width = max(len(r) for r in rows)
+    width = -(-width // pad_to_multiple_of) * pad_to_multiple_of
     ids, labels, positions = [], [], []
     for row in rows:
         pad = width - len(row)

@@ -76,16 +76,18 @@ def resolve_paths(
     )
 
 
-def require_single_host(environ: Mapping[str, str]) -> None:
-    """One process per job: several instances would each train the same model in full."""
+def require_torchrun_for_hosts(environ: Mapping[str, str], launched: bool) -> None:
+    """Several instances train one model only as torchrun's processes; started otherwise, each
+    instance would train the same model in full on its own."""
     from llm_sft.errors import ConfigurationError
 
     try:
         hosts = json.loads(environ.get("SM_HOSTS") or "[]")
     except ValueError:
         hosts = []
-    if isinstance(hosts, list) and len(hosts) > 1:
+    if isinstance(hosts, list) and len(hosts) > 1 and not launched:
         raise ConfigurationError(
-            f"this training code runs on one instance (its GPUs share the model's layers), but"
-            f" the job has {len(hosts)} instances; use an instance count of 1"
+            f"the job has {len(hosts)} instances but was not started by torchrun: set the"
+            " hyperparameter sagemaker_torch_distributed_enabled=true (SageMaker's PyTorch"
+            " distributed launcher), or use an instance count of 1"
         )

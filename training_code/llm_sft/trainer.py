@@ -4,6 +4,11 @@ A small explicit loop rather than `transformers.Trainer`: the packed batches nee
 `use_cache=False` and position_ids on every forward, loss normalisation must count label
 tokens across gradient-accumulation micro-batches, resume must verify checkpoint completeness,
 and the metric lines are a contract with SageMaker -- each is a line or two here.
+
+Under torchrun every process runs this loop on its share of each step's rows (see `Schedule`);
+the label-token count of the whole global step is all-reduced before the step's backward
+passes, so the gradient is the token-weighted mean over the global batch, as in one process.
+Only rank 0 prints METRIC lines and reports to the metric sink.
 """
 
 from __future__ import annotations
@@ -22,11 +27,13 @@ from typing import Any
 
 from llm_sft import checkpoints
 from llm_sft.checkpoints import TrainerState
+from llm_sft.distributed import SINGLE, DistContext, all_reduce_sum
 from llm_sft.errors import ConfigurationError, SimulatedInterruptionError
 from llm_sft.hyperparameters import Hyperparameters
 from llm_sft.metrics import format_metric_line
 from llm_sft.modeling import DevicePlan, input_device
 from llm_sft.packing import Row, collate
+from llm_sft.parallel import Engine
 
 logger = logging.getLogger(__name__)
 
@@ -39,20 +46,29 @@ MetricSink = Callable[[dict[str, float], int], None]
 
 @dataclass(frozen=True)
 class Schedule:
-    """Which micro-batches make up optimizer step `s`: a pure function of (rows, seed, s)."""
+    """Which rows each process trains on at optimizer step `s`: a pure function of
+    (rows, seed, global batch, s), so a resumed job continues at the same step on every rank.
+
+    Step `s` takes the next `batch_size * accumulation * world_size` rows of the epoch's
+    shuffled order; micro-batch `m` of the step is the next `batch_size * world_size` of
+    them, and process `r` trains on its `r`-th slice of `batch_size`. A single process with
+    `batch_size * world_size` rows per micro-batch therefore trains on exactly the same rows
+    in the same micro-batches.
+    """
 
     rows: int
-    batch_size: int
+    batch_size: int  # per process and micro-batch
     accumulation: int
     seed: int
+    world_size: int = 1
 
     @property
-    def micro_batches_per_epoch(self) -> int:
-        return math.ceil(self.rows / self.batch_size)
+    def rows_per_step(self) -> int:
+        return self.batch_size * self.accumulation * self.world_size
 
     @property
     def steps_per_epoch(self) -> int:
-        return math.ceil(self.micro_batches_per_epoch / self.accumulation)
+        return math.ceil(self.rows / self.rows_per_step)
 
     def total_steps(self, epochs: float, max_steps: int) -> int:
         if max_steps > 0:
@@ -62,12 +78,30 @@ class Schedule:
     def epoch_of(self, step: int) -> float:
         return step / self.steps_per_epoch
 
-    def micro_batches(self, step: int) -> list[list[int]]:
+    def step_rows(self, step: int) -> list[int]:
+        """Every row of step `step`, over all processes, in micro-batch then rank order."""
         epoch, offset = divmod(step, self.steps_per_epoch)
         order = list(range(self.rows))
         random.Random(self.seed + epoch).shuffle(order)  # noqa: S311 - data order, not crypto
-        batches = [order[i : i + self.batch_size] for i in range(0, self.rows, self.batch_size)]
-        return batches[offset * self.accumulation : (offset + 1) * self.accumulation]
+        return order[offset * self.rows_per_step : (offset + 1) * self.rows_per_step]
+
+    def micro_batches(self, step: int, rank: int = 0) -> list[list[int]]:
+        """Process `rank`'s rows for each of the step's `accumulation` micro-batches.
+
+        Always `accumulation` lists; at the end of an epoch some may be empty (on some ranks,
+        or on all).
+        """
+        rows = self.step_rows(step)
+        width = self.batch_size * self.world_size
+        start = rank * self.batch_size
+        return [
+            rows[m * width : (m + 1) * width][start : start + self.batch_size]
+            for m in range(self.accumulation)
+        ]
+
+    def micro_batch_is_empty(self, step: int, micro_batch: int) -> bool:
+        """True when no process has rows in micro-batch `micro_batch` of `step`."""
+        return len(self.step_rows(step)) <= micro_batch * self.batch_size * self.world_size
 
 
 @dataclass(frozen=True)
@@ -101,10 +135,39 @@ def _emit(line: str) -> None:
     print(line, file=sys.stdout, flush=True)
 
 
+def _pad_multiple(plan: DevicePlan) -> int:
+    # Few distinct shapes on GPU (compiled kernels such as flex_attention's specialise on them).
+    return 128 if plan.device == "cuda" else 1
+
+
+def _placeholder(rows: Sequence[Row]) -> Row:
+    """A short row for a process with no rows in a micro-batch that others train on: FSDP's
+    gathers and DDP's reductions need every process to run the same passes. Its loss is
+    multiplied by 0."""
+    row = rows[0]
+    length = min(len(row), 8)
+    return Row(row.input_ids[:length], [-100] * length, list(range(length)))
+
+
+def _zero_loss(out: Any) -> Any:
+    # No label tokens: a 0 that still reaches every trainable parameter through the graph.
+    return out.logits.float().sum() * 0.0
+
+
 def evaluate(
-    model: Any, rows: Sequence[Row], batch_size: int, pad_id: int, plan: DevicePlan
+    model: Any,
+    rows: Sequence[Row],
+    batch_size: int,
+    pad_id: int,
+    plan: DevicePlan,
+    ctx: DistContext = SINGLE,
+    lockstep: bool = False,
 ) -> float | None:
-    """Token-weighted mean loss over all label tokens of `rows`."""
+    """Token-weighted mean loss over all label tokens of `rows`.
+
+    Under torchrun, process r evaluates batches r, r+W, ... and the sums are all-reduced.
+    `lockstep` (FSDP) makes every process run the same number of forward passes.
+    """
     import torch
 
     if not rows:
@@ -112,23 +175,39 @@ def evaluate(
     was_training = model.training
     model.eval()
     device = input_device(model)
+    batches = [rows[start : start + batch_size] for start in range(0, len(rows), batch_size)]
+    mine = batches[ctx.rank :: ctx.world_size]
+    rounds = math.ceil(len(batches) / ctx.world_size) if lockstep else len(mine)
     loss_sum, count = 0.0, 0
     with torch.no_grad(), _autocast(plan):
-        for start in range(0, len(rows), batch_size):
-            batch = collate(rows[start : start + batch_size], pad_id)
-            tokens = _label_tokens(batch)
-            if tokens == 0:
+        for index in range(rounds):
+            real = index < len(mine)
+            batch = collate(
+                mine[index] if real else [_placeholder(rows)], pad_id, _pad_multiple(plan)
+            )
+            tokens = _label_tokens(batch) if real else 0
+            if tokens == 0 and not lockstep:
                 continue
             batch = {k: v.to(device) for k, v in batch.items()}
+            if tokens == 0:
+                model(
+                    input_ids=batch["input_ids"],
+                    position_ids=batch["position_ids"],
+                    use_cache=False,
+                )
+                continue
             out = model(**batch, use_cache=False)
             loss_sum += float(out.loss.float().item()) * tokens
             count += tokens
     if was_training:
         model.train()
-    return loss_sum / count if count else None
+    loss_sum, total = all_reduce_sum([loss_sum, count])
+    return loss_sum / total if total else None
 
 
-def make_optimizer(model: Any, hp: Hyperparameters, plan: DevicePlan, total_steps: int) -> Any:
+def make_optimizer(
+    model: Any, hp: Hyperparameters, plan: DevicePlan, total_steps: int, sharded: bool = False
+) -> Any:
     import torch
     from transformers import get_scheduler
 
@@ -137,7 +216,8 @@ def make_optimizer(model: Any, hp: Hyperparameters, plan: DevicePlan, total_step
         params,
         lr=hp.learning_rate,
         weight_decay=hp.weight_decay,
-        fused=plan.device == "cuda",
+        # Fused on GPU (one kernel for all LoRA tensors); FSDP's sharded DTensors use foreach.
+        fused=plan.device == "cuda" and not sharded,
     )
     scheduler = get_scheduler(
         hp.lr_scheduler_type,
@@ -160,26 +240,40 @@ class Trainer:
         checkpoint_dir: Path | None,
         fingerprint: dict[str, object],
         metric_sink: MetricSink | None = None,
+        ctx: DistContext = SINGLE,
     ) -> None:
-        self.model = model
+        """`model`: the peft model (one process) or the `Engine` wrapping it."""
+        self.engine = model if isinstance(model, Engine) else Engine("single", model, model)
+        self.model = self.engine.model
         self.hp = hp
         self.plan = plan
+        self.ctx = ctx
         self.train_rows = list(train_rows)
         self.eval_rows = list(eval_rows)
         self.pad_id = pad_token_id
         self.checkpoint_dir = checkpoint_dir
         self.metric_sink = metric_sink
+        parallel = self.engine.strategy != "single"
         self.schedule = Schedule(
             rows=len(self.train_rows),
             batch_size=hp.per_device_train_batch_size,
             accumulation=hp.gradient_accumulation_steps,
             seed=hp.seed,
+            world_size=ctx.world_size if parallel else 1,
         )
+        # DDP and FSDP average gradients over the processes; the loss is scaled back up.
+        self.loss_scale = float(self.schedule.world_size)
         self.total_steps = self.schedule.total_steps(hp.epochs, hp.max_steps)
         self.fingerprint = {**fingerprint, "total_steps": self.total_steps}
-        self.optimizer, self.scheduler = make_optimizer(model, hp, plan, self.total_steps)
+        if self.schedule.world_size > 1:
+            self.fingerprint["world_size"] = self.schedule.world_size
+        self.optimizer, self.scheduler = make_optimizer(
+            self.model, hp, plan, self.total_steps, sharded=self.engine.sharded
+        )
 
     def _metrics(self, step: int, **values: float | None) -> None:
+        if not self.ctx.is_main:
+            return
         _emit(format_metric_line(step, **values))
         known = {k: float(v) for k, v in values.items() if v is not None and math.isfinite(v)}
         if self.metric_sink is not None and known:
@@ -189,10 +283,29 @@ class Trainer:
         fresh = TrainerState(0, 0.0, 0, 0, 0.0, self.fingerprint)
         if self.checkpoint_dir is None:
             return fresh
+        if self.engine.strategy != "single" or self.ctx.launched:
+            # Rank 0 picks the checkpoint and reads it; the others receive it.
+            found = checkpoints.find_resumable(self.checkpoint_dir, self.ctx)
+            if found is None:
+                return fresh
+            chosen, saved = found
+            self._check_fingerprint(chosen, saved)
+            state = checkpoints.load_distributed(
+                chosen, saved, self.engine, self.optimizer, self.scheduler, self.ctx
+            )
+            if self.ctx.is_main:
+                logger.info("resuming from step %d (%s)", state.global_step, chosen)
+            return state
         path = checkpoints.latest_complete(self.checkpoint_dir)
         if path is None:
             return fresh
         saved = checkpoints.read_state(path)
+        self._check_fingerprint(path, saved)
+        state = checkpoints.load_checkpoint(path, self.model, self.optimizer, self.scheduler)
+        logger.info("resuming from step %d (%s)", state.global_step, path)
+        return state
+
+    def _check_fingerprint(self, path: Path, saved: TrainerState) -> None:
         if saved.fingerprint != self.fingerprint:
             differs = sorted(
                 k
@@ -203,15 +316,61 @@ class Trainer:
                 f"checkpoint {path} was written by a different configuration (differs in:"
                 f" {', '.join(differs)}); point checkpoint_dir at an empty folder to start over"
             )
-        state = checkpoints.load_checkpoint(path, self.model, self.optimizer, self.scheduler)
-        logger.info("resuming from step %d (%s)", state.global_step, path)
-        return state
 
-    def _batches(self, step: int) -> Iterator[tuple[dict[str, Any], int]]:
-        """Collated micro-batches of `step` with their real (non-padding) token counts."""
-        for indices in self.schedule.micro_batches(step):
+    def _save(self, snapshot: TrainerState) -> None:
+        assert self.checkpoint_dir is not None
+        if self.engine.strategy != "single" or self.ctx.launched:
+            checkpoints.save_distributed(
+                self.checkpoint_dir,
+                self.engine,
+                self.optimizer,
+                self.scheduler,
+                snapshot,
+                keep=self.hp.save_total_limit,
+                ctx=self.ctx,
+            )
+            return
+        checkpoints.save_checkpoint(
+            self.checkpoint_dir,
+            self.model,
+            self.optimizer,
+            self.scheduler,
+            snapshot,
+            keep=self.hp.save_total_limit,
+        )
+
+    def _batches(self, step: int) -> Iterator[tuple[dict[str, Any], int, bool]]:
+        """This process's collated micro-batches of `step`: (batch, real tokens, placeholder).
+
+        Micro-batches empty on every process are skipped; one empty only here is a placeholder.
+        """
+        pad = _pad_multiple(self.plan)
+        for index, indices in enumerate(self.schedule.micro_batches(step, self.ctx.rank)):
+            if self.schedule.micro_batch_is_empty(step, index):
+                continue
+            if not indices:
+                yield collate([_placeholder(self.train_rows)], self.pad_id, pad), 0, True
+                continue
             rows = [self.train_rows[i] for i in indices]
-            yield collate(rows, self.pad_id), sum(len(r) for r in rows)
+            yield collate(rows, self.pad_id, pad), sum(len(r) for r in rows), False
+
+    def _global_window(self, window_loss: Any, window_tokens: int) -> tuple[float, int]:
+        """The open window's loss sum and input tokens over all processes."""
+        loss, tokens = all_reduce_sum([float(window_loss.item()), window_tokens])
+        return loss, int(tokens)
+
+    def _evaluate(self) -> float | None:
+        sharded = self.engine.sharded
+        # DDP: the unwrapped model (no collectives in its forward); FSDP: the sharded module.
+        return evaluate(
+            self.engine.module if sharded else self.model,
+            self.eval_rows,
+            self.hp.eval_batch_size,
+            self.pad_id,
+            self.plan,
+            self.ctx,
+            lockstep=sharded,
+        )
 
     def train(self) -> TrainResult:
         import torch
@@ -235,24 +394,36 @@ class Trainer:
             self.total_steps,
             self.plan.describe(),
         )
-        self.model.train()
+        module = self.engine.module
+        lockstep = self.engine.strategy != "single"
+        module.train()
         while step < self.total_steps:
             started = time.perf_counter()
             batches = list(self._batches(step))
-            counts = [_label_tokens(b) for b, _ in batches]
-            step_labels = sum(counts)
+            counts = [0 if placeholder else _label_tokens(b) for b, _, placeholder in batches]
+            # Label tokens of the whole global step: every process's loss share is taken of it.
+            step_labels = int(all_reduce_sum([sum(counts)])[0]) if lockstep else sum(counts)
             lr = self.scheduler.get_last_lr()[0]
-            for (batch, real_tokens), count in zip(batches, counts, strict=True):
-                if count == 0:
+            for index, ((batch, real_tokens, _), count) in enumerate(
+                zip(batches, counts, strict=True)
+            ):
+                if count == 0 and not lockstep:
                     continue
                 window_tokens += real_tokens
                 batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-                with _autocast(self.plan):
-                    out = self.model(**batch, use_cache=False)
-                # out.loss is the mean over this micro-batch's label tokens; rescaling by the
-                # token share makes the accumulated gradient the mean over the whole step.
-                (out.loss * (count / step_labels)).backward()
-                window_loss += out.loss.detach().float() * count
+                with self.engine.gradient_sync(index == len(batches) - 1), _autocast(self.plan):
+                    if count == 0:
+                        inputs = {k: v for k, v in batch.items() if k != "labels"}
+                        out = module(**inputs, use_cache=False)
+                        loss = _zero_loss(out)
+                    else:
+                        out = module(**batch, use_cache=False)
+                        # out.loss is the mean over this micro-batch's label tokens; rescaling
+                        # by the token share of the global step (times the processes, whose
+                        # gradients DDP/FSDP average) makes the gradient the step's mean.
+                        loss = out.loss * (count * self.loss_scale / step_labels)
+                        window_loss += out.loss.detach().float() * count
+                    loss.backward()
             if hp.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(params, hp.max_grad_norm)
             self.optimizer.step()
@@ -265,7 +436,7 @@ class Trainer:
             window_seconds += time.perf_counter() - started
 
             if step % hp.logging_steps == 0 or step == self.total_steps:
-                window = float(window_loss.item())
+                window, window_tokens = self._global_window(window_loss, window_tokens)
                 loss_sum += window
                 label_total += window_labels
                 tokens += window_tokens
@@ -281,33 +452,25 @@ class Trainer:
                 window_labels = window_tokens = 0
                 window_seconds = 0.0
             if hp.eval_steps and step % hp.eval_steps == 0 and step < self.total_steps:
-                loss = evaluate(
-                    self.model, self.eval_rows, hp.eval_batch_size, self.pad_id, self.plan
-                )
+                loss = self._evaluate()
                 self._metrics(step, eval_loss=loss, epoch=round(self.schedule.epoch_of(step), 4))
             save_now = hp.save_steps and (step % hp.save_steps == 0 or step == self.total_steps)
             if self.checkpoint_dir is not None and save_now:
                 # Counters are flushed at logging steps only; fold the open window in first.
+                open_loss, open_tokens = self._global_window(window_loss, window_tokens)
                 snapshot = TrainerState(
                     step,
-                    loss_sum + float(window_loss.item()),
+                    loss_sum + open_loss,
                     label_total + window_labels,
-                    tokens + window_tokens,
+                    tokens + open_tokens,
                     seconds + window_seconds,
                     self.fingerprint,
                 )
-                checkpoints.save_checkpoint(
-                    self.checkpoint_dir,
-                    self.model,
-                    self.optimizer,
-                    self.scheduler,
-                    snapshot,
-                    keep=hp.save_total_limit,
-                )
+                self._save(snapshot)
             if interrupt_after and step == interrupt_after:
                 raise SimulatedInterruptionError(f"simulated interruption after step {step}")
 
-        eval_loss = evaluate(self.model, self.eval_rows, hp.eval_batch_size, self.pad_id, self.plan)
+        eval_loss = self._evaluate()
         if eval_loss is not None:
             self._metrics(step, eval_loss=eval_loss, epoch=round(self.schedule.epoch_of(step), 4))
         return TrainResult(

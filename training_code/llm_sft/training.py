@@ -1,7 +1,14 @@
-"""One training job, start to finish: data -> model -> train -> evaluate -> save -> report."""
+"""One training job, start to finish: data -> model -> train -> evaluate -> save -> report.
+
+Under torchrun every process runs `run_job`: each validates the data (so bad data fails every
+process in seconds, before any process group exists), loads its part of the model, and trains
+its share of every step; rank 0 alone talks to MLflow, prints METRIC lines and writes the
+checkpoints, `evaluation.json` and the model.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import hashlib
 import json
@@ -14,14 +21,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llm_sft import distributed
 from llm_sft.data import ChannelData, Example, load_channel, split_validation
+from llm_sft.distributed import SINGLE, DistContext
 from llm_sft.encoding import EncodedDataset
+from llm_sft.errors import ConfigurationError
 from llm_sft.hyperparameters import Hyperparameters
 from llm_sft.metrics import format_final_line
 from llm_sft.modeling import BaseModel, DevicePlan, resolve_base_model
 from llm_sft.packing import Row
+from llm_sft.parallel import Engine
 from llm_sft.paths import JobPaths
 from llm_sft.serving_reference import ReferenceExamples
+from llm_sft.strategy import StrategyChoice, StrategyError, choose_strategy
 from llm_sft.tracking import Tracker, dataset_identity_from_env, start_tracking
 
 logger = logging.getLogger(__name__)
@@ -126,7 +138,7 @@ def _save_and_release(
     from llm_sft import output
 
     model = trainer.model
-    trainer.model = trainer.optimizer = trainer.scheduler = None
+    trainer.model = trainer.optimizer = trainer.scheduler = trainer.engine = None
     if not hp.merge_adapter:
         output.save_adapter(
             model, tokenizer, base, paths.model_dir, reference=reference, serving_files=True
@@ -147,13 +159,110 @@ def _save_and_release(
     return "merged"
 
 
+def _release(trainer: Any) -> None:
+    import torch
+
+    trainer.model = trainer.optimizer = trainer.scheduler = trainer.engine = None
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+class _Holder:
+    """What `_save_and_release` takes from a trainer: the model to save."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.optimizer = self.scheduler = self.engine = None
+
+
+def _save_distributed(
+    trainer: Any,
+    tokenizer: Any,
+    base: BaseModel,
+    hp: Hyperparameters,
+    plan: DevicePlan,
+    paths: JobPaths,
+    reference: ReferenceExamples,
+    ctx: DistContext,
+) -> str | None:
+    """Collective: the model is saved once, by rank 0; returns what it saved (rank 0 only).
+
+    DDP: rank 0 holds the whole model and saves it as one process would, once the other
+    processes have freed their GPUs. FSDP: the LoRA weights are gathered to rank 0, every
+    process frees its shards, and rank 0 applies them to a fresh copy of the base (spread over
+    this instance's GPUs if it needs several), then saves as one process would.
+    """
+    engine: Engine = trainer.engine
+    if not engine.sharded:
+        if not ctx.is_main:
+            _release(trainer)
+        distributed.barrier()
+        if not ctx.is_main:
+            return None
+        return _save_and_release(trainer, tokenizer, base, hp, plan, paths, reference)
+    from llm_sft.parallel import trainable_state
+
+    adapter = trainable_state(engine)  # every rank takes part; rank 0 receives it
+    with tempfile.TemporaryDirectory(prefix="adapter-") as scratch:
+        if ctx.is_main:
+            trainer.model.save_pretrained(scratch, state_dict=adapter, save_embedding_layers=False)
+        del adapter
+        _release(trainer)
+        distributed.barrier()
+        if not ctx.is_main:
+            return None
+        from peft import PeftModel
+
+        from llm_sft.modeling import load_base_model
+
+        # One process now: the base may spread over this instance's GPUs (device_map auto).
+        alone = dataclasses.replace(plan, launched=False)
+        model = PeftModel.from_pretrained(load_base_model(base, hp, alone), scratch)
+    return _save_and_release(_Holder(model), tokenizer, base, hp, alone, paths, reference)
+
+
+def _decide_strategy(
+    hp: Hyperparameters, base: BaseModel, plan: DevicePlan, ctx: DistContext
+) -> StrategyChoice:
+    if not ctx.launched:
+        if hp.distributed_strategy != "auto":
+            logger.warning(
+                "distributed_strategy=%s ignored: this job runs one process (it was not started"
+                " by torchrun; SageMaker does that with sagemaker_torch_distributed_enabled)",
+                hp.distributed_strategy,
+            )
+        return StrategyChoice("single", "one process")
+    import torch
+
+    from llm_sft.modeling import model_parameters
+
+    gpu_memory = (
+        torch.cuda.get_device_properties(plan.local_rank).total_memory
+        if plan.device == "cuda"
+        else None
+    )
+    try:
+        return choose_strategy(
+            requested=hp.distributed_strategy,
+            method=hp.method,
+            world_size=ctx.world_size,
+            parameters=model_parameters(base, hp),
+            gpu_memory_bytes=gpu_memory,
+            dtype_bytes=2 if plan.bf16 else 4,
+        )
+    except StrategyError as error:
+        raise ConfigurationError(str(error)) from None
+
+
 @dataclass
 class _Setup:
     """Everything the training loop needs, built from validated data and the base model."""
 
     plan: DevicePlan
     tokenizer: Any
-    model: Any
+    model: Any  # the Engine around the peft model
+    strategy: StrategyChoice
     train_set: EncodedDataset
     eval_set: EncodedDataset
     packing: bool
@@ -162,35 +271,36 @@ class _Setup:
     eval_rows: list[Row]
 
 
-def _set_up(hp: Hyperparameters, base: BaseModel, data: PreparedData) -> _Setup:
+def _set_up(
+    hp: Hyperparameters, base: BaseModel, data: PreparedData, ctx: DistContext = SINGLE
+) -> _Setup:
     from llm_sft.encoding import encode_examples
-    from llm_sft.modeling import (
-        add_lora,
-        load_base_model,
-        load_tokenizer,
-        plan_device,
-        supports_packing,
-    )
+    from llm_sft.modeling import load_tokenizer, plan_device, supports_packing
     from llm_sft.packing import build_rows, pack_length
+    from llm_sft.parallel import build_engine
 
-    plan = plan_device(hp)
+    plan = plan_device(hp, ctx)
+    distributed.init_process_group(ctx, plan.device)
+    strategy = _decide_strategy(hp, base, plan, ctx)
+    if ctx.launched:
+        logger.info("strategy: %s (%s)", strategy.strategy, strategy.reason)
     tokenizer = load_tokenizer(base, hp)
     train_set = encode_examples(tokenizer, data.train, hp.max_seq_length, "train")
     eval_set = encode_examples(tokenizer, data.validation, hp.max_seq_length, "validation")
-    model = load_base_model(base, hp, plan)
+    engine = build_engine(hp, base, plan, ctx, strategy.strategy)
+    transformer = engine.model.get_base_model()
     packing = hp.packing
-    if packing and not supports_packing(model):
+    if packing and not supports_packing(transformer):
         logger.warning(
             "packing disabled: %s (attention %s) does not build masks from position_ids",
-            type(model).__name__,
-            getattr(model.config, "_attn_implementation", "?"),
+            type(transformer).__name__,
+            getattr(transformer.config, "_attn_implementation", "?"),
         )
         packing = False
-    model = add_lora(model, hp, plan)
     row_length = pack_length(
         hp.max_seq_length,
         [len(e.input_ids) for e in (*train_set.examples, *eval_set.examples)],
-        getattr(model.config, "hidden_size", None),
+        getattr(transformer.config, "hidden_size", None),
     )
     train_rows = build_rows(train_set.examples, row_length, packing)
     eval_rows = build_rows(eval_set.examples, row_length, packing)
@@ -205,12 +315,24 @@ def _set_up(hp: Hyperparameters, base: BaseModel, data: PreparedData) -> _Setup:
         row_length,
     )
     return _Setup(
-        plan, tokenizer, model, train_set, eval_set, packing, row_length, train_rows, eval_rows
+        plan,
+        tokenizer,
+        engine,
+        strategy,
+        train_set,
+        eval_set,
+        packing,
+        row_length,
+        train_rows,
+        eval_rows,
     )
 
 
-def run_job(hp: Hyperparameters, paths: JobPaths) -> dict[str, Any]:
-    """Train, save the model and `evaluation.json`; returns the evaluation payload."""
+def run_job(
+    hp: Hyperparameters, paths: JobPaths, ctx: DistContext = SINGLE
+) -> dict[str, Any] | None:
+    """Train, save the model and `evaluation.json`; returns the evaluation payload (rank 0;
+    None on the other processes)."""
     started = time.time()
     data = prepare_data(hp, paths)
     base = resolve_base_model(hp.model_id, paths.model_channel)
@@ -219,10 +341,10 @@ def run_job(hp: Hyperparameters, paths: JobPaths) -> dict[str, Any]:
     from llm_sft.output import write_json
     from llm_sft.trainer import Trainer
 
-    setup = _set_up(hp, base, data)
+    setup = _set_up(hp, base, data, ctx)
     fingerprint = {**_fingerprint(hp, base, data, setup.packing), "pack_length": setup.row_length}
     marker = paths.checkpoint_dir / MLFLOW_RUN_FILE if hp.save_steps > 0 else None
-    tracker: Tracker = start_tracking(marker, _digest(fingerprint))
+    tracker: Tracker = start_tracking(marker, _digest(fingerprint)) if ctx.is_main else Tracker()
     succeeded = False
     try:
         tracker.log_params(
@@ -240,6 +362,7 @@ def run_job(hp: Hyperparameters, paths: JobPaths) -> dict[str, Any]:
             checkpoint_dir=paths.checkpoint_dir,
             fingerprint=fingerprint,
             metric_sink=tracker.log_metrics,
+            ctx=ctx,
         )
         setup.model = None  # the trainer holds it; see _save_and_release
         result = trainer.train()
@@ -250,9 +373,20 @@ def run_job(hp: Hyperparameters, paths: JobPaths) -> dict[str, Any]:
             "train_loss": result.train_loss,
             "tokens_per_second": result.tokens_per_second,
         }
-        print(format_final_line(**final), flush=True)
+        if ctx.is_main:
+            print(format_final_line(**final), flush=True)
         reference = ReferenceExamples.from_split(data.validation, data.train)
-        saved = _save_and_release(trainer, setup.tokenizer, base, hp, setup.plan, paths, reference)
+        if ctx.launched:
+            saved = _save_distributed(
+                trainer, setup.tokenizer, base, hp, setup.plan, paths, reference, ctx
+            )
+        else:
+            saved = _save_and_release(
+                trainer, setup.tokenizer, base, hp, setup.plan, paths, reference
+            )
+        if not ctx.is_main:
+            succeeded = True
+            return None
         evaluation: dict[str, Any] = {
             **final,
             "train_runtime_seconds": round(result.train_seconds, 3),
@@ -272,6 +406,13 @@ def run_job(hp: Hyperparameters, paths: JobPaths) -> dict[str, Any]:
             "method": hp.method,
             "saved": saved,
             "device": setup.plan.__dict__,
+            "distributed": {
+                "strategy": setup.strategy.strategy,
+                "reason": setup.strategy.reason,
+                "world_size": ctx.world_size,
+                "nodes": ctx.nodes,
+                "rows_per_step": trainer.schedule.rows_per_step,
+            },
             "hyperparameters": hp.to_dict(),
         }
         write_json(paths.output_data_dir / EVALUATION_FILE, evaluation)
