@@ -69,6 +69,11 @@ demo: setup-dev ## No AWS account: fine-tune a tiny LLM twice through the real w
 bench-train: setup-dev ## Training throughput: our trainer vs TRL SFTTrainer defaults
 	$(BIN)/python benchmarks/bench_train.py
 
+.PHONY: bench-train-gpu
+# No setup: GPU machines bring their own CUDA PyTorch stack (and may have no network).
+bench-train-gpu: ## GPU training: tokens/s, MFU, memory for 1 and all GPUs (< 8 min on one H200)
+	$(PYTHON) benchmarks/bench_train_gpu.py $(ARGS)
+
 clean: ## Remove build outputs and local-backend state (keeps the virtualenv and node_modules)
 	rm -rf cdk.out .finetune .pytest_cache .mypy_cache .ruff_cache
 
