@@ -477,6 +477,13 @@ def _fmt(value: Any, spec: str, missing: str = "-") -> str:
 
 
 def _one_line(r: dict[str, Any]) -> str:
+    try:
+        return _format_one_line(r)
+    except (KeyError, TypeError, ValueError):  # never lose a result to formatting
+        return json.dumps(r)
+
+
+def _format_one_line(r: dict[str, Any]) -> str:
     if r.get("status") != "ok":
         return f"{r['label']}: {r.get('status')}"
     mfu = f"{r['mfu'] * 100:.1f}%" if r["mfu"] is not None else "n/a"
@@ -484,6 +491,19 @@ def _one_line(r: dict[str, Any]) -> str:
         f"{r['label']}: {r['tokens_per_second']:,.0f} tokens/s"
         f" ({r['tokens_per_second_per_gpu']:,.0f}/GPU, world {r['world_size']}), MFU {mfu},"
         f" peak {_fmt(r['peak_memory_gib'], '.1f')} GiB, warm-up {r['warmup_seconds']:.0f} s"
+    )
+
+
+def _table_row(r: dict[str, Any]) -> str:
+    if r.get("status") != "ok":
+        return f"{r['label']:<34} {'':>71}  {r.get('status')}"
+    mfu = f"{r['mfu'] * 100:.1f}%" if r["mfu"] is not None else "n/a"
+    rows = f"{r['row_length']}x{r['rows_per_micro_batch']}"
+    attention = r["attention"] + ("+compile" if r["compiled_layers"] else "")
+    return (
+        f"{r['label']:<34} {r['world_size']:>4} {attention:<17} {rows:>9}"
+        f" {r['tokens_per_second']:>10,.0f} {r['tokens_per_second_per_gpu']:>10,.0f}"
+        f" {mfu:>6} {_fmt(r['peak_memory_gib'], '8.1f'):>8}  ok"
     )
 
 
@@ -496,17 +516,10 @@ def print_table(results: list[dict[str, Any]], gpus: int, device: str) -> None:
     say(header)
     say("-" * len(header))
     for r in results:
-        if r.get("status") != "ok":
-            say(f"{r['label']:<34} {'':>71}  {r.get('status')}")
-            continue
-        mfu = f"{r['mfu'] * 100:.1f}%" if r["mfu"] is not None else "n/a"
-        rows = f"{r['row_length']}x{r['rows_per_micro_batch']}"
-        attention = r["attention"] + ("+compile" if r["compiled_layers"] else "")
-        say(
-            f"{r['label']:<34} {r['world_size']:>4} {attention:<17} {rows:>9}"
-            f" {r['tokens_per_second']:>10,.0f} {r['tokens_per_second_per_gpu']:>10,.0f}"
-            f" {mfu:>6} {_fmt(r['peak_memory_gib'], '8.1f'):>8}  ok"
-        )
+        try:
+            say(_table_row(r))
+        except (KeyError, TypeError, ValueError):  # never lose a result to formatting
+            say(json.dumps(r))
     if gpus == 1:
         say(
             "\nThis machine has 1 GPU: the DDP and FSDP rows ran with world size 1 (torchrun,"
@@ -635,7 +648,11 @@ def main(argv: list[str] | None = None) -> int:
     sizes = ["tiny"] if args.smoke else ["0.5b", "1.5b"]
     for name in sizes:
         t = time.time()
-        build_model(SIZES[name], args.work_dir / name, "cuda" if cuda else "cpu")
+        try:
+            build_model(SIZES[name], args.work_dir / name, "cuda" if cuda else "cpu")
+        except Exception as error:
+            say(f"cannot build the {name} model: {type(error).__name__}: {error}")
+            return 1
         built, size = time.time() - t, SIZES[name]
         say(f"model {size.name}: {size.parameters() / 1e9:.2f}B parameters ({built:.0f} s)")
     if cuda:
@@ -643,16 +660,23 @@ def main(argv: list[str] | None = None) -> int:
     core, ddp, fsdp, extra = plan_configs(args, flash)
     world = gpus if cuda else 2
     results: list[dict[str, Any]] = []
-    say("\n[1/4] one GPU" if cuda else "\n[1/4] one process")
-    results += start_worker(core, None, args, deadline)
-    say(f"\n[2/4] DDP, world size {world}")
-    results += start_worker(ddp, world, args, deadline)
-    say(f"\n[3/4] FSDP, world size {world}")
-    results += start_worker(fsdp, world, args, deadline)
-    say("\n[4/4] attention implementations and torch.compile")
-    if not flash:
-        say("     flash_attention_2: flash-attn is not installed here (not in the pinned stack)")
-    results += start_worker(extra, None, args, deadline)
+    stages = [
+        ("one GPU" if cuda else "one process", core, None),
+        (f"DDP, world size {world}", ddp, world),
+        (f"FSDP, world size {world}", fsdp, world),
+        ("attention implementations and torch.compile", extra, None),
+    ]
+    for number, (title, configs, nproc) in enumerate(stages, start=1):
+        say(f"\n[{number}/{len(stages)}] {title}")
+        if configs is extra and not flash:
+            say(
+                "     flash_attention_2: flash-attn is not installed here (not in the pinned stack)"
+            )
+        try:
+            results += start_worker(configs, nproc, args, deadline)
+        except Exception as error:  # keep the figures gathered so far
+            say(f"     stage failed: {type(error).__name__}: {error}")
+            results += [{"label": c.label, "status": "stage failed"} for c in configs]
     print_table(results, gpus, device)
     say(f"total {time.time() - started:.0f} s")
     if args.json:
