@@ -50,11 +50,13 @@ class LossTolerance:
     """|served - trained| <= absolute + relative * trained (nats per token).
 
     Serving runs other kernels, and possibly another dtype (TGI's float16 default against a
-    bfloat16 reference), than the reference computation; a mean over tens of tokens is expected
-    to move by a few hundredths of a nat. That is an estimate, not a measurement (no GPU
-    serving stack runs offline): every smoke result records ``loss_difference``, so the first
-    deployments tell how much of the margin real endpoints use. A model read wrongly moves by
-    far more (a Llama 3 served with rope theta 10000 instead of 500000 loses its positions).
+    bfloat16 reference), than the reference computation. Measured on an H200 (2026-12-04) with a
+    4M-parameter Llama-3-style model trained 150 steps by the training code (reference: bf16,
+    sdpa, 18 target tokens, loss 0.608): fp32, fp16 and eager attention moved the loss by at
+    most 0.0023 nats (single tokens by up to 0.055); the same folder read with rope theta 10000
+    and no scaling moved it by +0.36 (+0.82 on a 900-token input). TGI's own flash kernels were
+    not measured (no serving container runs offline): every smoke result records
+    ``loss_difference``, so the first deployments show how much of the margin they use.
     """
 
     absolute: float = 0.05
