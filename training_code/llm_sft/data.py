@@ -92,7 +92,34 @@ def _parse_messages(value: object, where: str) -> tuple[Message, ...]:
         messages.append(Message(role=role, content=content))
     if not any(m.role == "assistant" for m in messages):
         raise DataError(f"{where}: conversation has no assistant turn (nothing to learn)")
+    _check_role_order(messages, where)
     return tuple(messages)
+
+
+#: The turn order chat templates assume (most raise on anything else, some silently drop turns).
+ROLE_ORDER = (
+    "a conversation is an optional system turn, then user and assistant turns alternating, "
+    "starting with user and ending with assistant"
+)
+
+
+def _check_role_order(messages: Sequence[Message], where: str) -> None:
+    expected = "user"
+    for index, message in enumerate(messages):
+        if message.role == "system" and index == 0:
+            continue
+        if message.role != expected:
+            after = f"after a {messages[index - 1].role} turn" if index else "first"
+            raise DataError(
+                f"{where}: messages[{index}] is a {message.role} turn {after}, expected {expected}"
+                f"; {ROLE_ORDER}"
+            )
+        expected = "assistant" if expected == "user" else "user"
+    if messages[-1].role != "assistant":
+        raise DataError(
+            f"{where}: messages[{len(messages) - 1}] is a {messages[-1].role} turn at the end"
+            f"; {ROLE_ORDER}"
+        )
 
 
 def parse_row(row: object, where: str) -> Example:
