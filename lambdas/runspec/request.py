@@ -55,7 +55,9 @@ def _instance(value: str | None) -> str | None:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+    # strict: a value of the wrong type is an error, never converted ('no' is not false, 8.0 is
+    # not the integer 8, true is not 1); a JSON integer is still a valid float.
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, strict=True)
 
 
 class Dataset(_Section):
@@ -313,11 +315,23 @@ def _describe(error: ValidationError, root: type[BaseModel] | None = None) -> li
             )
         else:
             message = str(item["msg"]).removeprefix("Value error, ")
+            if str(item["type"]).endswith("_type"):  # strict types: say what was given
+                message += f" (got {_given(item['input'])})"
         messages = by_field.setdefault(field, [])
         if message not in messages:
             messages.append(message)
     # A union field reports one message per member: say them as alternatives, on one line.
     return [f"{field}: {'; or '.join(messages)}" for field, messages in sorted(by_field.items())]
+
+
+def _given(value: object) -> str:
+    """A value as an error message shows it: its JSON type and (the start of) its value."""
+    kinds = {bool: "boolean", int: "integer", float: "number", str: "string", type(None): "null"}
+    kind = kinds.get(type(value), "list" if isinstance(value, list) else "object")
+    text = repr(value) if kind not in ("list", "object") else ""
+    if len(text) > 40:
+        text = f"{text[:37]}..."
+    return f"{kind} {text}".strip()
 
 
 def _is_union_tag(part: str) -> bool:
