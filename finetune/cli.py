@@ -19,11 +19,13 @@ import typer
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from finetune.backends.base import Backend, ExecutionOutcome
+from finetune.backends.common import check_run_id, elide
 from finetune.errors import EXIT_FAILED, EXIT_USAGE, CliError
 from finetune.progress import RunProgress
-from finetune.records import KEY_PARAMETERS, RunRow, mark_best, run_row
+from finetune.records import INTERRUPTED_HINT, KEY_PARAMETERS, RunRow, mark_best, run_row
 from finetune.runfile import load_run_file
 
 app = typer.Typer(
@@ -52,6 +54,8 @@ class Options:
     json: bool
     debug: bool
     state_dir: Path
+    #: The backend the command made, once it made one (its warnings are reported at the end).
+    made: Backend | None = None
 
     @property
     def out(self) -> Console:
@@ -63,11 +67,18 @@ class Options:
 
 
 def _console(*, stderr: bool) -> Console:
-    console = Console(stderr=stderr, soft_wrap=True)
+    # No markup: run ids, paths, request values and failure causes are the user's text and are
+    # printed as they are ("[/]" in a run name is not a closing tag). Styles come from Text.
+    console = Console(stderr=stderr, soft_wrap=True, markup=False)
     if not console.is_terminal:
         # Rich assumes 80 columns when output is piped; tables of runs need more.
-        console = Console(stderr=stderr, soft_wrap=True, width=160)
+        console = Console(stderr=stderr, soft_wrap=True, width=160, markup=False)
     return console
+
+
+def _line(*parts: str | tuple[str, str]) -> Text:
+    """A line of plain text and (text, style) parts: never parsed as markup."""
+    return Text.assemble(*parts)
 
 
 @app.callback()
@@ -110,18 +121,22 @@ def _backend(options: Options) -> Backend:
                 "No AWS credentials found: using the local backend (--aws to use AWS).",
                 style="dim",
             )
+    backend: Backend
     if choice == "local":
         from finetune.backends.local import LocalBackend
 
-        return LocalBackend(options.state_dir)
-    from finetune.backends.aws import AwsBackend
-    from stacks.config import ConfigError, load_config
+        backend = LocalBackend(options.state_dir)
+    else:
+        from finetune.backends.aws import AwsBackend
+        from stacks.config import ConfigError, load_config
 
-    try:
-        config = load_config(options.env)
-    except ConfigError as error:
-        raise CliError(str(error), exit_code=EXIT_USAGE) from None
-    return AwsBackend(config)
+        try:
+            config = load_config(options.env)
+        except ConfigError as error:
+            raise CliError(str(error), exit_code=EXIT_USAGE) from None
+        backend = AwsBackend(config)
+    options.made = backend
+    return backend
 
 
 def _run(
@@ -145,7 +160,7 @@ def _run(
     except CliError as error:
         if options.debug:
             raise
-        options.err.print(f"[bold red]error:[/] {error.message}", highlight=False)
+        options.err.print(_line(("error:", "bold red"), " ", error.message), highlight=False)
         if error.hint:
             options.err.print(f"hint: {error.hint}", style="dim", highlight=False)
         raise typer.Exit(error.exit_code) from None
@@ -154,9 +169,14 @@ def _run(
     except Exception as error:
         if options.debug:
             raise
-        options.err.print(f"[bold red]error:[/] {type(error).__name__}: {error}", highlight=False)
+        message = elide(f"{type(error).__name__}: {error}", 2000)
+        options.err.print(_line(("error:", "bold red"), " ", message), highlight=False)
         options.err.print("hint: run again with --debug for the traceback", style="dim")
         raise typer.Exit(EXIT_FAILED) from None
+    finally:
+        # Damaged state entries the command skipped: named, never silently.
+        for warning in getattr(options.made, "warnings", None) or ():
+            options.err.print(_line(("warning:", "yellow"), " ", warning), highlight=False)
 
 
 # -- progress reporting ---------------------------------------------------------------------
@@ -183,7 +203,7 @@ class _LiveReporter:
     def progress(self, progress: RunProgress) -> None:
         line = progress.line()
         if self.live is not None:
-            self.live.update(line)
+            self.live.update(Text(line))
             return
         key = f"{progress.state}|{progress.step}"
         if key != self._last_plain:
@@ -203,7 +223,7 @@ def estimate(
     run_file: Annotated[Path, typer.Argument(help="Run request (YAML or JSON).")],
     region: Annotated[str | None, typer.Option(help="Pricing region.")] = None,
     tokens: Annotated[
-        int | None, typer.Option(help="Training tokens (all epochs) to price.")
+        int | None, typer.Option(min=1, help="Training tokens (all epochs) to price.")
     ] = None,
     dataset: Annotated[
         Path | None, typer.Option(help="A local copy of the training JSONL to count tokens.")
@@ -224,8 +244,24 @@ def estimate(
         )
         if options.json:
             options.out.print_json(json.dumps(result))
-            return
-        _print_estimate(options.out, result)
+        else:
+            _print_estimate(options.out, result)
+        fit = result["requested"]["fit"]
+        if not fit["fits"]:
+            # The platform refuses this run (launch exits 2 with the same message).
+            recommended = (result.get("recommended") or {}).get("fit") or {}
+            message = str(fit["message"])
+            if not message.startswith("training.instance_type"):
+                message = f"training.instance_type: {message}"
+            raise CliError(
+                f"{run_file}: {message}",
+                hint=(
+                    f"{recommended['instance_type']} fits"
+                    if recommended.get("fits")
+                    else "see the estimate above"
+                ),
+                exit_code=EXIT_USAGE,
+            )
 
     _run(ctx, action, json_output=json_output)
 
@@ -269,6 +305,7 @@ def watch(
     """Follow a run: current state, training step and loss, elapsed time, ETA."""
 
     def action(options: Options) -> None:
+        check_run_id(run_id)
         _follow(options, lambda backend, reporter: backend.watch(run_id, reporter=reporter))
 
     _run(ctx, action, json_output=json_output, local=local, aws=aws)
@@ -308,6 +345,8 @@ def compare(
     def action(options: Options) -> None:
         if len(run_ids) < 2:
             raise CliError("compare needs at least two run ids", exit_code=EXIT_USAGE)
+        for run_id in run_ids:
+            check_run_id(run_id)
         backend = _backend(options)
         rows = [run_row(backend.record(r), local=backend.name == "local") for r in run_ids]
         _print_rows(options, mark_best(rows), _print_comparison)
@@ -329,6 +368,7 @@ def promote(
     """Approve a run's model package, and deploy it when the run asked for deployment."""
 
     def action(options: Options) -> None:
+        check_run_id(run_id)
         _follow(
             options,
             lambda backend, reporter: backend.promote(run_id, reporter=reporter, serve=serve),
@@ -354,9 +394,10 @@ def demo(
         if not keep:
             shutil.rmtree(state_dir, ignore_errors=True)
         backend = LocalBackend(state_dir)
+        options.made = backend
         for run_file in DEMO_RUNS:
             document, _ = load_run_file(run_file)
-            options.err.print(f"[bold]{run_file.relative_to(REPO)}[/]", highlight=False)
+            options.err.print(str(run_file.relative_to(REPO)), style="bold", highlight=False)
             reporter = _LiveReporter(options.err)
             with reporter.active():
                 outcome = backend.launch(document, reporter=reporter, wait=True, serve=False)
@@ -406,9 +447,9 @@ def _finish(options: Options, outcome: ExecutionOutcome) -> None:
 
 def _describe_outcome(console: Console, outcome: ExecutionOutcome) -> None:
     style = "green" if outcome.succeeded else "red"
-    headline = f"run {outcome.run_id}: [{style}]{outcome.status}[/]"
+    headline = _line(f"run {outcome.run_id}: ", (outcome.status, style))
     if outcome.states:
-        headline += f" after {len(outcome.states)} states ({outcome.states[-1]})"
+        headline.append(f" after {len(outcome.states)} states ({outcome.states[-1]})")
     console.print(headline, highlight=False)
     summary = outcome.summary or {}
     if summary.get("metrics"):
@@ -420,7 +461,10 @@ def _describe_outcome(console: Console, outcome: ExecutionOutcome) -> None:
         if summary.get(key):
             console.print(f"  {key.replace('_', ' ')}: {summary[key]}", highlight=False)
     if outcome.error:
-        console.print(f"  [red]{outcome.error}[/]: {(outcome.cause or '')[:500]}", highlight=False)
+        # In full: a recorded cause names the file and line at its end.
+        console.print(
+            _line("  ", (outcome.error, "red"), ": ", outcome.cause or ""), highlight=False
+        )
 
 
 def _number(value: float | None) -> str:
@@ -457,6 +501,8 @@ def _print_runs(console: Console, rows: list[RunRow]) -> None:
             row.updated_at[:19].replace("T", " "),
         )
     console.print(table)
+    if any(row.status == "interrupted" for row in rows):
+        console.print(f"interrupted: {INTERRUPTED_HINT}", style="dim", highlight=False)
 
 
 def _print_comparison(console: Console, rows: list[RunRow]) -> None:
@@ -486,13 +532,18 @@ def _print_estimate(console: Console, result: dict[str, Any]) -> None:
     requested = result["requested"]
     fit = requested["fit"]
     console.print(
-        f"[bold]{model['name']}[/] ({model['size']}, {model['source']}) · {result['method']} · "
-        f"seq {result['sequence_length']} × micro-batch {result['micro_batch_size']} · "
-        f"{result['tokens']:,} tokens ({result['tokens_basis']})",
+        _line(
+            (str(model["name"]), "bold"),
+            f" ({model['size']}, {model['source']}) · {result['method']} · "
+            f"seq {result['sequence_length']} × micro-batch {result['micro_batch_size']} · "
+            f"{result['tokens']:,} tokens ({result['tokens_basis']})",
+        ),
         highlight=False,
     )
-    verdict = "[green]fits[/]" if fit["fits"] else "[red]does not fit[/]"
-    console.print(f"{fit['instance_type']}: {verdict} — {fit['message']}", highlight=False)
+    verdict = ("fits", "green") if fit["fits"] else ("does not fit", "red")
+    console.print(
+        _line(f"{fit['instance_type']}: ", verdict, f" — {fit['message']}"), highlight=False
+    )
     table = Table(title=f"Cost in {result['region']} (catalog as of {result['catalog_as_of']})")
     for column in (
         "instance",

@@ -7,7 +7,12 @@ from typing import Any
 
 from runspec.catalog import UnknownInstanceType, get_catalog, get_instance
 
-__all__ = ["RunRow", "mark_best", "run_row"]
+__all__ = ["INTERRUPTED_HINT", "RunRow", "mark_best", "run_row"]
+
+#: What an ``interrupted`` run (local backend: its process ended before the run did) means.
+INTERRUPTED_HINT = "the process running it ended; launch the same request again to retry it"
+#: Runs that cannot be the best: they did not finish, or did not pass.
+_NOT_CANDIDATES = ("failed", "rejected", "interrupted", "running")
 
 #: Hyperparameters shown side by side (in the table and in compare).
 KEY_PARAMETERS = ("method", "learning_rate", "lora_r", "epochs", "max_steps", "max_seq_length")
@@ -90,9 +95,10 @@ def _cost(training: dict[str, Any], billable_seconds: float | None) -> float | N
 
 
 def mark_best(rows: list[RunRow], metric: str = "eval_loss") -> list[RunRow]:
-    """Mark the run with the lowest ``metric`` among runs that were not rejected or failed."""
+    """Mark the run with the lowest ``metric`` among runs that were not rejected, failed or
+    interrupted."""
     candidates = [
-        r for r in rows if getattr(r, metric) is not None and r.status not in ("failed", "rejected")
+        r for r in rows if getattr(r, metric) is not None and r.status not in _NOT_CANDIDATES
     ]
     if candidates:
         min(candidates, key=lambda r: getattr(r, metric)).best = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -15,7 +16,33 @@ from launch_run.logic import start_run
 from runspec.request import RunRequestError
 from runspec.settings import PlatformSettings
 
-__all__ = ["follow_execution", "model_package_of", "progress_for", "start"]
+__all__ = ["check_run_id", "follow_execution", "model_package_of", "progress_for", "start"]
+
+#: What a run id can be (the run request's run_name rule, and derived ids).
+_RUN_ID = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")
+_RUN_ID_MAX = 64
+
+
+def check_run_id(run_id: str) -> str:
+    """A run id as given on the command line, or a usage error: ids are compared exactly, so
+    anything that is not a run id (a pattern such as ``demo-*``) is refused, never matched."""
+    if len(run_id) > _RUN_ID_MAX or not _RUN_ID.match(run_id):
+        raise CliError(
+            f"{elide(repr(run_id))} is not a run id: letters, digits and single hyphens, at most "
+            f"{_RUN_ID_MAX} characters (ids are matched exactly, never as patterns)",
+            hint="finetune runs lists the run ids",
+            exit_code=EXIT_USAGE,
+        )
+    return run_id
+
+
+def elide(text: str, limit: int = 240) -> str:
+    """``text`` shortened in the middle when longer than ``limit`` (a 10 MB value in an error
+    message says what it is, not all of it)."""
+    if len(text) <= limit:
+        return text
+    keep = limit // 2
+    return f"{text[:keep]}…[{len(text) - 2 * keep:,} characters elided]…{text[-keep:]}"
 
 
 def start(

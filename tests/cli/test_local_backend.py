@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from finetune.cli import app
+from finetune.local.store import StateStore
 
 pytestmark = pytest.mark.slow
 
@@ -46,18 +47,32 @@ def test_runs_are_recorded_with_pinned_data_and_a_servable_model(
     demo: tuple[Path, list[dict[str, Any]]],
 ) -> None:
     state, _ = demo
-    (artifacts,) = (state / "s3").glob("*-artifacts-*")
-    record = json.loads((artifacts / "runs/demo-lr-3e-3/run.json").read_text())
+    store = StateStore(state / "state.db")
+    record = store.run_record("demo-lr-3e-3")
+    assert record is not None
     (pinned,) = record["run"]["datasets"]["train"]["objects"]
     assert pinned["version_id"]
     assert pinned["etag"]
-    model = artifacts / "models/demo-lr-3e-3/llmft-local-demo-lr-3e-3/output/model"
-    assert (model / "model.safetensors").exists()
-    assert (model / "tokenizer.json").exists()
+    (artifacts,) = {o.bucket for o in _objects(store) if "-artifacts-" in o.bucket}
+    model = "models/demo-lr-3e-3/llmft-local-demo-lr-3e-3/output/model/"
+    keys = store.object_keys(artifacts, model)
+    assert f"{model}model.safetensors" in keys
+    assert f"{model}tokenizer.json" in keys
     milestones = [m["milestone"] for m in record["milestones"]]
     assert milestones == ["started", "trained", "registered", "deployed", "completed"]
     smoke = next(m for m in record["milestones"] if m["milestone"] == "deployed")["smoke_test"]
     assert smoke["generated_text"]
+    # Each attempt trains in a folder of its own.
+    assert sorted(p.name for p in (state / "jobs").iterdir()) == [
+        "demo-lr-3e-3-a1",
+        "demo-lr-3e-4-a1",
+    ]
+
+
+def _objects(store: StateStore) -> list[Any]:
+    with sqlite3.connect(store.path) as db:
+        buckets = [row[0] for row in db.execute("SELECT DISTINCT bucket FROM objects")]
+    return [obj for bucket in buckets for obj in store.objects(bucket)]
 
 
 def test_mlflow_store_has_both_runs_with_params_and_metric_curves(
@@ -99,6 +114,10 @@ def test_runs_compare_and_watch_read_the_local_records(
     assert outcome["status"] == "SUCCEEDED"
     assert outcome["states"][-1] == "Run succeeded"
     assert "Smoke test endpoint" in outcome["states"]
+    # The second run found the first run's endpoint (kept in the store) and updated it.
+    second = json.loads(invoke(state, "watch", "demo-lr-3e-3", "--json").stdout)
+    assert "Update endpoint" in second["states"]
+    assert "Create endpoint" not in second["states"]
 
     table = invoke(state, "runs")
     assert "★" in table.stdout
@@ -114,8 +133,11 @@ def test_promote_approves_and_redeploys_the_run(
     outcome = json.loads(result.stdout)
     assert outcome["status"] == "SUCCEEDED"
     assert outcome["states"][2:4] == ["Train or deploy?", "Use the registered model"]
-    registry = json.loads((state / "registry.json").read_text())
-    assert {p["ModelApprovalStatus"] for p in registry} == {"Approved"}
+    packages = StateStore(state / "state.db").packages()
+    assert {p.status for p in packages} == {"Approved"}
+    # Promoting keeps what the package says about its run: must_beat_best_approved reads it.
+    assert {p.metadata["run_id"] for p in packages} == {"demo-lr-3e-4", "demo-lr-3e-3"}
+    assert all(float(p.metadata["eval_loss"]) > 0 for p in packages)
 
 
 def test_a_run_the_platform_refuses_exits_2_without_training(
