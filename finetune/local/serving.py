@@ -26,11 +26,15 @@ from pathlib import Path
 from typing import Any
 from urllib import request as urlrequest
 
-__all__ = ["InferenceServer"]
+__all__ = ["InferenceServer", "RequestError", "check_request"]
 
 #: Bounds that keep a local endpoint responsive whatever a request asks for.
 MAX_NEW_TOKENS = 256
 MAX_BODY_BYTES = 1_000_000
+#: A client that sends nothing for this long is answered 408 and disconnected.
+READ_TIMEOUT_SECONDS = 10.0
+#: Requests served at once; past it the answer is 503 at once, not an unbounded queue.
+MAX_CONCURRENT_REQUESTS = 4
 
 
 @dataclass
@@ -54,43 +58,15 @@ class InferenceServer:
 
     def start(self) -> InferenceServer:
         self._load()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path == "/ping":
-                    self._reply(200, {"status": "healthy"})
-                else:
-                    self._reply(404, {"error": f"no route {self.path}"})
-
-            def do_POST(self) -> None:
-                if self.path != "/invocations":
-                    self._reply(404, {"error": f"no route {self.path}"})
-                    return
-                length = int(self.headers.get("Content-Length", "0"))
-                if length > MAX_BODY_BYTES:
-                    self._reply(413, {"error": "request body too large"})
-                    return
-                try:
-                    payload = json.loads(self.rfile.read(length) or b"{}")
-                    self._reply(200, server.generate(payload))
-                except (ValueError, TypeError, KeyError) as error:
-                    self._reply(400, {"error": str(error)})
-
-            def _reply(self, status: int, body: object) -> None:
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return  # the CLI reports; per-request access logs would drown it
+        Handler = _handler_class(self)  # noqa: N806 - a class
 
         self._server = ThreadingHTTPServer((self.host, self.port), Handler)
+        self._server.daemon_threads = True  # a stalled client never holds up stop()
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="inference-server", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},  # stop() returns within this
+            name="inference-server",
+            daemon=True,
         )
         self._thread.start()
         return self
@@ -120,6 +96,33 @@ class InferenceServer:
                 return bytes(response.read())
         except urlrequest.HTTPError as error:
             return bytes(error.read())
+
+    def check_input_length(self, payload: dict[str, Any]) -> None:
+        """Refuse (422) a prompt that with ``max_new_tokens`` exceeds the model's context, as
+        TGI does (``max_total_tokens``), before any generation time is spent on it."""
+        context = getattr(getattr(self._model, "config", None), "max_position_embeddings", None)
+        if not context:
+            return
+        chat = "messages" in payload
+        try:
+            prompt = (
+                self._tokenizer.apply_chat_template(
+                    payload["messages"], tokenize=False, add_generation_prompt=True
+                )
+                if chat
+                else payload["inputs"]
+            )
+            tokens = len(self._tokenizer(prompt, add_special_tokens=not chat)["input_ids"])
+        except Exception as error:  # a chat template refusing the conversation, for one
+            raise RequestError(422, f"{'messages' if chat else 'inputs'}: {error}") from None
+        parameters = payload.get("parameters") or {}
+        new_tokens = min(int(parameters.get("max_new_tokens") or 32), MAX_NEW_TOKENS)
+        if tokens + new_tokens > context:
+            raise RequestError(
+                422,
+                f"Input validation error: `inputs` tokens + `max_new_tokens` must be <= {context}. "
+                f"Given: {tokens} `inputs` tokens and {new_tokens} `max_new_tokens`",
+            )
 
     def _load(self) -> None:
         import torch
@@ -222,3 +225,181 @@ class InferenceServer:
             "prefill": prefill,
             "tokens": tokens,
         }
+
+
+# -- HTTP ---------------------------------------------------------------------------------------
+
+
+class RequestError(Exception):
+    """A request the server answers with ``status`` and a JSON ``{"error": message}``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+_JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}
+_ROLES = ("system", "user", "assistant")
+_BOOLEAN_PARAMETERS = ("details", "decoder_input_details", "return_full_text", "do_sample")
+
+
+def _json_type(value: object) -> str:
+    return _JSON_TYPES.get(type(value), "number")
+
+
+def check_request(payload: object) -> dict[str, Any]:
+    """The TGI request shape, or RequestError(422) naming the field that is wrong."""
+    if not isinstance(payload, dict):
+        raise RequestError(422, f"the body must be a JSON object, got {_json_type(payload)}")
+    if "messages" in payload:
+        messages = payload["messages"]
+        if not isinstance(messages, list) or not messages:
+            raise RequestError(422, "`messages` must be a non-empty array of {role, content}")
+        for index, message in enumerate(messages):
+            if not isinstance(message, dict):
+                raise RequestError(422, f"`messages[{index}]` must be an object")
+            if message.get("role") not in _ROLES:
+                raise RequestError(
+                    422, f"`messages[{index}].role` must be one of {', '.join(_ROLES)}"
+                )
+            if not isinstance(message.get("content"), str):
+                raise RequestError(
+                    422,
+                    f"`messages[{index}].content` must be a string, got "
+                    f"{_json_type(message.get('content'))}",
+                )
+    elif "inputs" in payload:
+        if not isinstance(payload["inputs"], str):
+            raise RequestError(
+                422, f"`inputs` must be a string, got {_json_type(payload['inputs'])}"
+            )
+    else:
+        raise RequestError(422, "the request needs `inputs` (a string) or `messages` (a chat)")
+    parameters = payload.get("parameters")
+    if parameters is None:
+        return payload
+    if not isinstance(parameters, dict):
+        raise RequestError(422, f"`parameters` must be an object, got {_json_type(parameters)}")
+    max_new_tokens = parameters.get("max_new_tokens")
+    if max_new_tokens is not None and (
+        not isinstance(max_new_tokens, int)
+        or isinstance(max_new_tokens, bool)
+        or max_new_tokens < 1
+    ):
+        raise RequestError(422, "`max_new_tokens` must be a positive integer")
+    for name in _BOOLEAN_PARAMETERS:
+        if parameters.get(name) is not None and not isinstance(parameters[name], bool):
+            raise RequestError(
+                422, f"`{name}` must be a boolean, got {_json_type(parameters[name])}"
+            )
+    return payload
+
+
+def _handler_class(server: InferenceServer) -> type[BaseHTTPRequestHandler]:
+    """The HTTP side of the SageMaker container contract: every request gets a status and a
+    JSON body, whatever it holds; ``READ_TIMEOUT_SECONDS`` bounds every read;
+    ``MAX_CONCURRENT_REQUESTS`` bounds the invocations in progress (503 past it)."""
+    slots = threading.BoundedSemaphore(MAX_CONCURRENT_REQUESTS)
+
+    class Handler(BaseHTTPRequestHandler):
+        timeout = READ_TIMEOUT_SECONDS  # applies to every read from the client's socket
+        # A request line that is not HTTP is answered with an HTTP status line, not HTTP/0.9.
+        default_request_version = "HTTP/1.0"
+
+        def do_GET(self) -> None:
+            if self.path == "/ping":
+                self._reply(200, {"status": "healthy"})
+            else:
+                self._reply(404, {"error": f"no route {self.path}"})
+
+        def do_POST(self) -> None:
+            if self.path != "/invocations":
+                self._reply(404, {"error": f"no route {self.path}"})
+                return
+            if not slots.acquire(blocking=False):
+                self._reply(
+                    503,
+                    {"error": f"busy: {MAX_CONCURRENT_REQUESTS} requests in progress; retry"},
+                    retry_after=1,
+                )
+                return
+            try:
+                payload = check_request(self._read_json())
+                server.check_input_length(payload)
+                answer = server.generate(payload)
+            except RequestError as error:
+                self._reply(error.status, {"error": error.message})
+            except TimeoutError:
+                self._reply(
+                    408,
+                    {"error": f"the body did not arrive within {READ_TIMEOUT_SECONDS:g} s"},
+                )
+            except (ValueError, TypeError, KeyError) as error:
+                self._reply(422, {"error": str(error)})
+            except Exception as error:  # the model failed: a status, never a dropped socket
+                self._reply(500, {"error": f"{type(error).__name__}: {error}"})
+            else:
+                self._reply(200, answer)
+            finally:
+                slots.release()
+
+        def _read_json(self) -> object:
+            content_type = self.headers.get("Content-Type")
+            media_type = (content_type or "").split(";", 1)[0].strip().lower()
+            if media_type != "application/json":
+                raise RequestError(
+                    415, f"Content-Type must be application/json, got {content_type or 'none'}"
+                )
+            if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                raise RequestError(411, "send the body with a Content-Length, not chunked")
+            declared = self.headers.get("Content-Length")
+            if declared is None:
+                raise RequestError(411, "Content-Length is required")
+            try:
+                length = int(declared)
+            except ValueError:
+                raise RequestError(
+                    400, f"Content-Length {declared[:40]!r} is not a number"
+                ) from None
+            if length < 0:
+                raise RequestError(400, f"Content-Length {length} is negative")
+            if length > MAX_BODY_BYTES:
+                raise RequestError(413, f"the body is over {MAX_BODY_BYTES:,} bytes")
+            body = self.rfile.read(length)
+            if len(body) < length:
+                raise RequestError(400, f"the body ended after {len(body)} of {length} bytes")
+            try:
+                return json.loads(body)
+            except RecursionError:
+                raise RequestError(400, "the body is nested too deeply") from None
+            except ValueError as error:
+                raise RequestError(400, f"the body is not JSON: {error}") from None
+
+        def _reply(self, status: int, body: object, *, retry_after: int | None = None) -> None:
+            data = json.dumps(body).encode()
+            if status >= 400:
+                self.close_connection = True  # the rest of a refused body is never read
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                if retry_after is not None:
+                    self.send_header("Retry-After", str(retry_after))
+                if self.close_connection:
+                    self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.write(data)
+            except OSError:
+                self.close_connection = True  # the client is gone
+
+        def send_error(
+            self, code: int, message: str | None = None, explain: str | None = None
+        ) -> None:
+            """http.server's own refusals (a malformed request line, an unknown method) in JSON."""
+            self._reply(code, {"error": message or explain or "bad request"})
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return  # the CLI reports; per-request access logs would drown it
+
+    return Handler
