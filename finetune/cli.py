@@ -502,7 +502,11 @@ def _print_runs(console: Console, rows: list[RunRow]) -> None:
         )
     console.print(table)
     if any(row.status == "interrupted" for row in rows):
-        console.print(f"interrupted: {INTERRUPTED_HINT}", style="dim", highlight=False)
+        console.print(
+            f"interrupted: {INTERRUPTED_HINT} (or promote it again, if its deployment was)",
+            style="dim",
+            highlight=False,
+        )
 
 
 def _print_comparison(console: Console, rows: list[RunRow]) -> None:

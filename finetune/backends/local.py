@@ -24,7 +24,13 @@ from finetune.backends.common import (
     summary_of,
 )
 from finetune.errors import EXIT_USAGE, CliError
-from finetune.local.session import RETRY_HINT, LocalPlatform, LocalSession, check_local_data
+from finetune.local.session import (
+    DEPLOY_RETRY_HINT,
+    RETRY_HINT,
+    LocalPlatform,
+    LocalSession,
+    check_local_data,
+)
 from finetune.local.store import INTERRUPTED, RUNNING, ExecutionRow
 from finetune.progress import RunProgress
 from runspec.settings import PlatformSettings
@@ -235,7 +241,8 @@ def _outcome(execution: ExecutionRow, *, started: bool) -> ExecutionOutcome:
     )
     if status == INTERRUPTED:
         outcome.error = outcome.error or "Interrupted"
-        outcome.cause = outcome.cause or f"attempt {execution.attempt}: {RETRY_HINT}"
+        hint = RETRY_HINT if execution.kind == "run" else DEPLOY_RETRY_HINT
+        outcome.cause = outcome.cause or f"attempt {execution.attempt}: {hint}"
     return outcome
 
 

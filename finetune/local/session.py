@@ -62,6 +62,7 @@ _SYNTH_INPUTS = ("stacks", "lambdas", "training_code", "cdk.json", "app.py")
 _TINY_INPUTS = ("training_code/llm_sft/tiny.py", "examples/data/chat")
 _COMPLETE = ".complete"
 RETRY_HINT = INTERRUPTED_HINT
+DEPLOY_RETRY_HINT = "the process deploying it ended; promote it again to retry the deployment"
 
 
 def cache_dir() -> Path:
@@ -124,25 +125,27 @@ class LocalSession:
         its execution."""
         self._ready()
         records = self.store.run_records()
-        executions = {e.name: e for e in self.store.executions(kind="run")}
+        by_run: dict[str, list[ExecutionRow]] = {}
+        for execution in self.store.executions():
+            by_run.setdefault(execution.run_id, []).append(execution)
         runs = {
-            run_id: _with_execution(record, executions.get(run_id))
+            run_id: _with_executions(record, by_run.get(run_id, []))
             for run_id, record in records.items()
         }
-        for name, execution in executions.items():
-            if name not in runs:
-                runs[name] = _placeholder_record(execution)
+        for run_id, executions in by_run.items():
+            started = [e for e in executions if e.kind == "run"]
+            if run_id not in runs and started:
+                runs[run_id] = _placeholder_record(started[0])
         return sorted(runs.values(), key=lambda r: str(r.get("updated_at", "")), reverse=True)
 
     def run_record(self, run_id: str) -> dict[str, Any] | None:
         self._ready()
         record = self.store.run_record(run_id)
-        execution = self.store.execution(run_id)
-        if execution is not None and execution.kind != "run":
-            execution = None
+        executions = self.store.executions(run_id=run_id)
         if record is not None:
-            return _with_execution(record, execution)
-        return _placeholder_record(execution) if execution is not None else None
+            return _with_executions(record, executions)
+        started = [e for e in executions if e.kind == "run"]
+        return _placeholder_record(started[0]) if started else None
 
     def executions_of(self, run_id: str) -> list[ExecutionRow]:
         """The run's executions (the run itself, then deployments), oldest first."""
@@ -404,18 +407,21 @@ class _LazyLog:
             self._file.close()
 
 
-def _with_execution(record: dict[str, Any], execution: ExecutionRow | None) -> dict[str, Any]:
-    """The record as people should see it: a run whose execution was interrupted before the
-    run ended is ``interrupted``, with its attempt and how to retry."""
-    if execution is None or record.get("status") in TERMINAL_RECORD_STATUSES:
+def _with_executions(record: dict[str, Any], executions: list[ExecutionRow]) -> dict[str, Any]:
+    """The record as people should see it: a run left unfinished by an execution whose process
+    ended (the run's own, or a deployment of it) is ``interrupted``, with how to retry."""
+    if record.get("status") in TERMINAL_RECORD_STATUSES or any(e.live for e in executions):
         return record
-    if execution.status == INTERRUPTED or (execution.status == RUNNING and not execution.live):
-        return {
-            **record,
-            "status": "interrupted",
-            "interrupted": {"attempt": execution.attempt, "hint": RETRY_HINT},
-        }
-    return record
+    interrupted = [e for e in executions if e.status in (INTERRUPTED, RUNNING)]
+    if not interrupted:
+        return record
+    last = interrupted[-1]
+    hint = RETRY_HINT if last.kind == "run" else DEPLOY_RETRY_HINT
+    return {
+        **record,
+        "status": "interrupted",
+        "interrupted": {"attempt": last.attempt, "execution": last.name, "hint": hint},
+    }
 
 
 def _placeholder_record(execution: ExecutionRow) -> dict[str, Any]:

@@ -294,8 +294,8 @@ def test_kill_9_at_any_point_leaves_the_run_listed_and_the_store_whole(
     listed = {r["run_id"]: r["status"] for r in scenario.listed_after_kills}
     assert listed["dur-k1"] == "interrupted"
     assert listed["dur-k2"] in ("interrupted", "completed")
-    # Killed while redeploying: the run itself had completed.
-    assert listed["dur-a"] == "completed"
+    # Killed while redeploying: completed, or interrupted if the deployment had recorded a step.
+    assert listed["dur-a"] in ("completed", "interrupted")
     deploys = query(
         scenario.state, "SELECT status FROM executions WHERE kind = 'deploy' AND run_id = 'dur-a'"
     )

@@ -282,3 +282,32 @@ def test_a_state_folder_of_an_earlier_version_is_imported_once(tmp_path: Path) -
     assert again.exit_code == 0
     assert "warning" not in again.stderr
     assert (tmp_path / "registry.json").exists()
+
+
+def test_runs_left_unfinished_by_an_ended_process_are_listed_as_interrupted(
+    tmp_path: Path,
+) -> None:
+    from finetune.local.session import LocalSession
+
+    session = LocalSession(tmp_path)
+    put(session.store, "runs/deploying/run.json", record("deploying", status="deployed"))
+    put(session.store, "runs/done/run.json", record("done"))
+    with sqlite3.connect(tmp_path / "state.db") as db:
+        for name, run_id, kind, status in [
+            ("deploying", "deploying", "run", "SUCCEEDED"),
+            ("deploying-deploy-1", "deploying", "deploy", "RUNNING"),  # its process ended
+            ("done", "done", "run", "SUCCEEDED"),
+            ("early", "early", "run", "RUNNING"),  # ended before recording anything
+        ]:
+            db.execute(
+                "INSERT INTO executions VALUES (?, ?, ?, '{\"run_name\": \"x\"}', ?, 1, '1:0',"
+                " 'now', 'now', '[]', NULL)",
+                (name, run_id, kind, status),
+            )
+    runs = {r["run_id"]: r for r in session.run_records()}
+    assert runs["done"]["status"] == "completed"
+    assert runs["deploying"]["status"] == "interrupted"
+    assert "promote it again" in runs["deploying"]["interrupted"]["hint"]
+    assert runs["early"]["status"] == "interrupted"
+    assert "launch the same request again" in runs["early"]["interrupted"]["hint"]
+    assert session.store.execution("early").status == INTERRUPTED  # type: ignore[union-attr]
