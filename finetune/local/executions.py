@@ -41,12 +41,10 @@ def wait_for_execution(
         e["stateEnteredEventDetails"]["name"] for e in events if "stateEnteredEventDetails" in e
     ]
     failures = [
-        {
-            "error": e["taskFailedEventDetails"].get("error", ""),
-            "cause": e["taskFailedEventDetails"].get("cause", ""),
-        }
+        {"error": details.get("error", ""), "cause": details.get("cause", "")}
         for e in events
-        if "taskFailedEventDetails" in e
+        for key in ("taskFailedEventDetails", "lambdaFunctionFailedEventDetails")
+        if (details := e.get(key)) is not None
     ]
     output = description.get("output")
     return ExecutionResult(

@@ -1,21 +1,25 @@
-"""The smallest patches that let moto's Step Functions interpreter run the platform's workflow.
+"""The patches that let moto's Step Functions interpreter run the platform's workflow as AWS would.
 
 moto (pinned to 5.2.5 in requirements-dev.txt: these patches reach into its internals) executes
-ASL for real, but it was built for unit tests of single services. Three gaps matter here, and
-each patch does only what the real service would do:
+ASL for real, but it was built for unit tests of single services. Each patch below is declared
+with the AWS behaviour it reproduces (``Patch.rule``); the groups are:
 
-1. ``sagemaker:createTrainingJob.sync``: moto rejects ``.sync`` for SageMaker ("Unsupported sync
-   callback procedure"). The patch creates the job, hands it to a *training runner* (the local
-   backend runs the real training code; tests script an outcome), then polls DescribeTrainingJob
-   like Step Functions does, failing the task with ``States.TaskFailed`` and the job description
-   as cause when the job failed. It also creates the ``<job>-aws-training-job`` trial component
-   that SageMaker creates for a job with ExperimentConfig.
+1. ``sagemaker:createTrainingJob.sync``: moto rejects ``.sync`` for SageMaker. The patch creates
+   the job, hands it to a *training runner* (the local backend runs the real training code;
+   tests script an outcome), then polls DescribeTrainingJob as Step Functions does. It also
+   creates the ``<job>-aws-training-job`` trial component SageMaker creates for a job with
+   ExperimentConfig, and names SageMaker errors as AWS does (strict_asl.sagemaker_task_failure).
 2. ``lambda:invoke`` without Docker echoes the payload; the patch runs the function's handler
-   in-process with the function's environment, and reports exceptions the way Lambda does
-   (``errorType`` / ``errorMessage``), which Step Functions turns into the task's error.
-3. SageMaker endpoints: moto lacks UpdateEndpoint and knows no GPU endpoint instance types; the
-   patch adds both, and lets an *endpoint host* decide the endpoint's status and answer
-   InvokeEndpoint (the local backend serves the model on 127.0.0.1; tests script answers).
+   in-process with the function's environment and role, and reports exceptions the way Lambda
+   does (``errorType`` / ``errorMessage``), which Step Functions turns into the task's error.
+3. SageMaker endpoints: moto lacks UpdateEndpoint and knows no GPU endpoint instance types; an
+   *endpoint host* decides the endpoint's status and answers InvokeEndpoint (the local backend
+   serves the model on 127.0.0.1; tests script answers).
+4. The strict interpreter (strict_asl), SageMaker's request rules (sagemaker_rules) and, when an
+   IAM twin is given, the evaluation of every call against the caller's synthesized policies.
+
+Tests may inject a fault into any Task state (``FaultInjector``): the task fails with the given
+error before it calls its service, exactly as if the service had returned that error.
 """
 
 from __future__ import annotations
@@ -33,12 +37,19 @@ import traceback
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 from urllib.parse import unquote
+
+from finetune.local.call_hook import call_checks_patch
+from finetune.local.patching import Patch, applied
+from finetune.local.request_shapes import check_request_shape
+from finetune.local.sagemaker_rules import check_sagemaker_request, check_unique_name
+from finetune.local.strict_asl import sagemaker_task_failure, strict_asl_patches
 
 __all__ = [
     "EndpointHost",
     "FakeLambdaContext",
+    "FaultInjector",
     "TrainingOutcome",
     "TrainingRunner",
     "patched_moto",
@@ -64,13 +75,66 @@ class TrainingRunner(Protocol):
 class EndpointHost(Protocol):
     def deploy(self, endpoint_name: str, endpoint_config: dict[str, Any]) -> str:
         """Bring ``endpoint_config`` up for ``endpoint_name``; return the resulting status
-        (``InService`` or ``Failed``)."""
+        (``InService``, ``Failed`` or, for an update, ``UpdateRollbackFailed``)."""
 
     def invoke(self, endpoint_name: str, body: bytes, content_type: str) -> bytes:
         """Answer an InvokeEndpoint request."""
 
     def delete(self, endpoint_name: str) -> None:
         """Tear the endpoint down."""
+
+
+class Principals(Protocol):
+    """Who makes each call (the IAM twin, finetune/local/iam)."""
+
+    def acting_as(self, principal_arn: str | None) -> contextlib.AbstractContextManager[None]:
+        """Calls inside the block are made by ``principal_arn`` (None: the emulator itself)."""
+
+    def on_training_job(self, parameters: dict[str, Any]) -> None:
+        """What SageMaker does with the job's role when it starts ``parameters``."""
+
+    def on_endpoint(self, model: dict[str, Any], endpoint_config: dict[str, Any]) -> None:
+        """What SageMaker does with the model's role when it serves ``model``."""
+
+    def check(self, call: Any) -> None:
+        """Refuse ``call`` (an ApiCall) when its principal may not make it."""
+
+
+@dataclass
+class FaultInjector:
+    """Task states that fail with ``(error, cause)`` instead of calling their service.
+
+    ``entered`` counts how often each state was entered, so a test can tell an injected fault
+    from a state the execution never reached."""
+
+    faults: dict[str, tuple[str, str]] = field(default_factory=dict)
+    fired: list[str] = field(default_factory=list)
+
+    def check(self, env: Any, state_name: str) -> None:
+        if state_name not in self.faults:
+            return
+        from moto.stepfunctions.parser.api import HistoryEventType, TaskFailedEventDetails
+        from moto.stepfunctions.parser.asl.component.common.error_name.custom_error_name import (
+            CustomErrorName,
+        )
+        from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
+            FailureEvent,
+            FailureEventException,
+        )
+        from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
+
+        error, cause = self.faults[state_name]
+        self.fired.append(state_name)
+        raise FailureEventException(
+            FailureEvent(
+                env=env,
+                error_name=CustomErrorName(error),
+                event_type=HistoryEventType.TaskFailed,
+                event_details=EventDetails(
+                    taskFailedEventDetails=TaskFailedEventDetails(error=error, cause=cause)
+                ),
+            )
+        )
 
 
 class FakeLambdaContext:
@@ -128,8 +192,17 @@ def _function_environment(variables: dict[str, str]) -> Iterator[None]:
             os.environ.update(saved)
 
 
+def _no_principals(_: str | None) -> contextlib.AbstractContextManager[None]:
+    return contextlib.nullcontext()
+
+
 def _invoke_in_process(
-    backend: Any, function_name: str, qualifier: Any, body: Any, response_headers: dict[str, str]
+    backend: Any,
+    function_name: str,
+    qualifier: Any,
+    body: Any,
+    response_headers: dict[str, str],
+    acting_as: Callable[[str | None], contextlib.AbstractContextManager[None]],
 ) -> bytes:
     function = backend.get_function(function_name, qualifier)
     event = json.loads(body) if body else {}
@@ -154,6 +227,7 @@ def _invoke_in_process(
         _function_environment({**runtime_environment, **dict(function.environment_vars or {})}),
         contextlib.redirect_stdout(FUNCTION_LOGS),
         contextlib.redirect_stderr(FUNCTION_LOGS),
+        acting_as(function.role),
     ):
         try:
             handler = getattr(importlib.import_module(module_name), attribute)
@@ -169,7 +243,11 @@ def _invoke_in_process(
     return json.dumps(result, default=str).encode()
 
 
-def _training_sync_service(runner: TrainingRunner | None) -> type:
+def _sagemaker_service(
+    runner: TrainingRunner | None,
+    stopped_jobs: Literal["fail", "succeed"],
+    principals: Principals | None,
+) -> type:
     from moto.stepfunctions.parser.api import HistoryEventType, TaskFailedEventDetails
     from moto.stepfunctions.parser.asl.component.common.error_name.failure_event import (
         FailureEvent,
@@ -191,13 +269,25 @@ def _training_sync_service(runner: TrainingRunner | None) -> type:
     from moto.stepfunctions.parser.asl.utils.boto_client import boto_client_for
     from moto.stepfunctions.parser.asl.utils.encoding import to_json_str
 
-    class SageMakerWithSync(StateTaskServiceUnsupported):
+    acting_as = principals.acting_as if principals is not None else _no_principals
+    ending = ("Completed", "Stopped") if stopped_jobs == "succeed" else ("Completed",)
+
+    class SageMakerOptimised(StateTaskServiceUnsupported):
+        """``arn:aws:states:::sagemaker:*``: request-response, and ``.sync`` for training."""
+
         def __init__(self) -> None:
             super().__init__()
             self._supported_integration_patterns = {
                 ResourceCondition.WaitForTaskToken,
                 ResourceCondition.Sync,
             }
+
+        def _from_error(self, env: Any, ex: Exception) -> Any:
+            if isinstance(ex, FailureEventException):
+                return ex.failure_event
+            return sagemaker_task_failure(
+                env, self._get_sfn_resource(), self._get_sfn_resource_type(), ex
+            )
 
         def _build_sync_resolver(  # type: ignore[no-untyped-def]
             self, env, resource_runtime_part, normalised_parameters, state_credentials
@@ -211,8 +301,13 @@ def _training_sync_service(runner: TrainingRunner | None) -> type:
                 state_credentials=state_credentials,
             )
             name = normalised_parameters["TrainingJobName"]
-            _emulate_job_trial_component(client, normalised_parameters)
-            outcome = runner(dict(normalised_parameters)) if runner else TrainingOutcome()
+            parameters = dict(normalised_parameters)
+            if principals is not None:
+                principals.on_training_job(parameters)
+            with acting_as(None):
+                _emulate_job_trial_component(client, parameters)
+            with acting_as(parameters["RoleArn"]):
+                outcome = runner(parameters) if runner else TrainingOutcome()
             _apply_outcome(resource_runtime_part, name, outcome)
             resource = self._get_sfn_resource()
             resource_type = self._get_sfn_resource_type()
@@ -223,7 +318,7 @@ def _training_sync_service(runner: TrainingRunner | None) -> type:
                 job = json.loads(json.dumps(job, default=str))
                 if job["TrainingJobStatus"] in ("InProgress", "Stopping"):
                     return None
-                if job["TrainingJobStatus"] == "Completed":
+                if job["TrainingJobStatus"] in ending:
                     return job
                 raise FailureEventException(
                     FailureEvent(
@@ -243,7 +338,7 @@ def _training_sync_service(runner: TrainingRunner | None) -> type:
 
             return resolve
 
-    return SageMakerWithSync
+    return SageMakerOptimised
 
 
 def _emulate_job_trial_component(client: Any, parameters: dict[str, Any]) -> None:
@@ -277,7 +372,88 @@ def _apply_outcome(runtime: Any, name: str, outcome: TrainingOutcome) -> None:
     job.billable_time_in_seconds = outcome.billable_seconds
 
 
-def _endpoint_patches(host: EndpointHost | None) -> list[tuple[Any, str, Any]]:
+def _task_patches(
+    sagemaker_service: type, principals: Principals | None, faults: FaultInjector | None
+) -> list[Patch]:
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task import state_task_factory
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
+        state_task_service_factory as factory,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service import (  # noqa: E501
+        StateTaskService,
+    )
+    from moto.stepfunctions.parser.asl.component.state.exec.state_task.state_task_lambda import (
+        StateTaskLambda,
+    )
+
+    original_factory: Callable[[str], Any] = factory.state_task_service_for
+    acting_as = principals.acting_as if principals is not None else _no_principals
+
+    def state_task_service_for(service_name: str) -> Any:
+        if service_name == "sagemaker":
+            return sagemaker_service()
+        return original_factory(service_name)
+
+    def as_state_machine(original: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
+        def eval_execution(self: Any, env: Any) -> None:
+            context = env.states.context_object.context_object_data
+            if faults is not None:
+                faults.check(env, context["State"]["Name"])
+            with acting_as(context["Execution"].get("RoleArn")):
+                original(self, env)
+
+        return eval_execution
+
+    rule = (
+        "optimised SageMaker tasks run as AWS runs them: .sync training waits for the job, "
+        "errors carry AWS's SageMaker error names"
+    )
+    return [
+        Patch(factory, "state_task_service_for", state_task_service_for, rule),
+        Patch(state_task_factory, "state_task_service_for", state_task_service_for, rule),
+        Patch(
+            StateTaskService,
+            "_eval_execution",
+            as_state_machine(StateTaskService._eval_execution),
+            "every service call of a Task is made with the state machine's role",
+        ),
+        # A Lambda Task whose Resource is the function ARN (CDK's payload_response_only).
+        Patch(
+            StateTaskLambda,
+            "_eval_execution",
+            as_state_machine(StateTaskLambda._eval_execution),
+            "Lambda Tasks invoke with the state machine's role",
+        ),
+    ]
+
+
+def _lambda_patches(principals: Principals | None) -> list[Patch]:
+    from moto.awslambda_simple.models import LambdaSimpleBackend
+
+    acting_as = principals.acting_as if principals is not None else _no_principals
+
+    def invoke(
+        self: Any,
+        function_name: str,
+        qualifier: Any,
+        body: Any,
+        headers: Any,
+        response_headers: Any,
+    ) -> bytes:
+        return _invoke_in_process(self, function_name, qualifier, body, response_headers, acting_as)
+
+    return [
+        Patch(
+            LambdaSimpleBackend,
+            "invoke",
+            invoke,
+            "Invoke runs the function's handler with its environment and execution role; an "
+            "exception becomes a function error (errorType, errorMessage)",
+        )
+    ]
+
+
+def _endpoint_patches(host: EndpointHost | None, principals: Principals | None) -> list[Patch]:
     from moto.core.responses import ActionResult
     from moto.sagemaker import responses as sagemaker_responses
     from moto.sagemaker.models import FakeEndpointConfig, SageMakerModelBackend
@@ -285,31 +461,49 @@ def _endpoint_patches(host: EndpointHost | None) -> list[tuple[Any, str, Any]]:
 
     original_create = SageMakerModelBackend.create_endpoint
     original_delete = SageMakerModelBackend.delete_endpoint
+    acting_as = principals.acting_as if principals is not None else _no_principals
 
     def validate_instance_type(self: Any, instance_type: str) -> None:
-        # moto's list predates the GPU families the platform serves on.
+        # moto's list predates the GPU families the platform serves on; sagemaker_rules checks
+        # instance types against the platform's catalog.
         if not instance_type.startswith("ml."):
             raise ValueError(f"invalid instance type {instance_type!r}")
+
+    def serve(backend: Any, endpoint_name: str, endpoint_config_name: str) -> str:
+        config = backend.describe_endpoint_config(endpoint_config_name)
+        if host is None:
+            return "InService"
+        found = backend.describe_model(config["ProductionVariants"][0]["ModelName"])
+        model = {
+            "ModelName": found.model_name,
+            "ExecutionRoleArn": found.execution_role_arn,
+            "PrimaryContainer": found.primary_container,
+        }
+        if principals is not None:
+            principals.on_endpoint(model, config)
+        with acting_as(model["ExecutionRoleArn"]):
+            return host.deploy(endpoint_name, config)
 
     def create_endpoint(
         self: Any, endpoint_name: str, endpoint_config_name: str, tags: list[dict[str, str]]
     ) -> Any:
         endpoint = original_create(self, endpoint_name, endpoint_config_name, tags)
-        if host is not None:
-            config = self.describe_endpoint_config(endpoint_config_name)
-            endpoint.endpoint_status = host.deploy(endpoint_name, config)
+        endpoint.endpoint_status = serve(self, endpoint_name, endpoint_config_name)
         return endpoint
 
     def update_endpoint(self: Any, endpoint_name: str, endpoint_config_name: str) -> Any:
         endpoint = self.endpoints[endpoint_name]
         config = self.describe_endpoint_config(endpoint_config_name)
-        endpoint.endpoint_config_name = endpoint_config_name
-        endpoint.production_variants = endpoint._process_production_variants(
-            config["ProductionVariants"]
-        )
-        endpoint.endpoint_status = (
-            host.deploy(endpoint_name, config) if host is not None else "InService"
-        )
+        status = serve(self, endpoint_name, endpoint_config_name)
+        if status == "InService":
+            endpoint.endpoint_config_name = endpoint_config_name
+            endpoint.production_variants = endpoint._process_production_variants(
+                config["ProductionVariants"]
+            )
+        elif status == "Failed":
+            # A failed update rolls back: the endpoint keeps serving its previous config.
+            status = "InService"
+        endpoint.endpoint_status = status
         return endpoint
 
     def delete_endpoint(self: Any, endpoint_name: str) -> None:
@@ -335,12 +529,43 @@ def _endpoint_patches(host: EndpointHost | None) -> list[tuple[Any, str, Any]]:
         return 200, {"Content-Type": "application/json"}, answer
 
     return [
-        (FakeEndpointConfig, "validate_instance_type", validate_instance_type),
-        (SageMakerModelBackend, "create_endpoint", create_endpoint),
-        (SageMakerModelBackend, "update_endpoint", update_endpoint),
-        (SageMakerModelBackend, "delete_endpoint", delete_endpoint),
-        (sagemaker_responses.SageMakerResponse, "update_endpoint", update_endpoint_response),
-        (SageMakerRuntimeResponse, "invoke_endpoint", invoke_endpoint),
+        Patch(
+            FakeEndpointConfig,
+            "validate_instance_type",
+            validate_instance_type,
+            "endpoint configs accept the GPU instance families SageMaker serves on",
+        ),
+        Patch(
+            SageMakerModelBackend,
+            "create_endpoint",
+            create_endpoint,
+            "CreateEndpoint brings the config's model up with the model's role",
+        ),
+        Patch(
+            SageMakerModelBackend,
+            "update_endpoint",
+            update_endpoint,
+            "UpdateEndpoint switches to the new config once it serves; a failed update rolls "
+            "back to the previous config (or ends UpdateRollbackFailed)",
+        ),
+        Patch(
+            SageMakerModelBackend,
+            "delete_endpoint",
+            delete_endpoint,
+            "DeleteEndpoint stops serving",
+        ),
+        Patch(
+            sagemaker_responses.SageMakerResponse,
+            "update_endpoint",
+            update_endpoint_response,
+            "UpdateEndpoint exists",
+        ),
+        Patch(
+            SageMakerRuntimeResponse,
+            "invoke_endpoint",
+            invoke_endpoint,
+            "InvokeEndpoint reaches the model the endpoint serves",
+        ),
     ]
 
 
@@ -350,39 +575,33 @@ def patched_moto(
     training_runner: TrainingRunner | None = None,
     endpoint_host: EndpointHost | None = None,
     function_log: Callable[[str], object] | None = None,
+    principals: Principals | None = None,
+    faults: FaultInjector | None = None,
+    stopped_jobs: Literal["fail", "succeed"] = "succeed",
+    retry_time_scale: float = 0.0,
 ) -> Iterator[None]:
     """Install the patches for the duration of the block (use inside ``mock_aws``).
 
-    ``function_log`` receives what the in-process functions print (default: stdout)."""
-    from moto.awslambda_simple.models import LambdaSimpleBackend
-    from moto.stepfunctions.parser.asl.component.state.exec.state_task.service import (
-        state_task_service_factory as factory,
-    )
-
-    sync_service = _training_sync_service(training_runner)
-    original_factory: Callable[[str], Any] = factory.state_task_service_for
-
-    def state_task_service_for(service_name: str) -> Any:
-        if service_name == "sagemaker":
-            return sync_service()
-        return original_factory(service_name)
-
-    def invoke(
-        self: Any,
-        function_name: str,
-        qualifier: Any,
-        body: Any,
-        headers: Any,
-        response_headers: Any,
-    ) -> bytes:
-        return _invoke_in_process(self, function_name, qualifier, body, response_headers)
-
-    patches: list[tuple[Any, str, Any]] = [
-        (factory, "state_task_service_for", state_task_service_for),
-        (LambdaSimpleBackend, "invoke", invoke),
-        *_endpoint_patches(endpoint_host),
+    ``function_log`` receives what the in-process functions print (default: stdout).
+    ``principals`` (the IAM twin) evaluates every call against the caller's policies.
+    ``stopped_jobs``: whether ``.sync`` reports a Stopped training job as a success or a task
+    failure; the workflow must refuse it either way, so tests run both.
+    """
+    sagemaker_service = _sagemaker_service(training_runner, stopped_jobs, principals)
+    patches = [
+        *_task_patches(sagemaker_service, principals, faults),
+        *_lambda_patches(principals),
+        *_endpoint_patches(endpoint_host, principals),
+        *strict_asl_patches(retry_time_scale=retry_time_scale),
+        call_checks_patch(
+            [
+                check_request_shape,
+                check_sagemaker_request,
+                check_unique_name,
+                *([principals.check] if principals is not None else []),
+            ]
+        ),
     ]
-    originals = [(owner, name, owner.__dict__.get(name)) for owner, name, _ in patches]
     # moto warns on every SageMaker state that its integration is "unsupported": patched here.
     unsupported_log = logging.getLogger(
         "moto.stepfunctions.parser.asl.component.state.exec.state_task.service."
@@ -391,27 +610,22 @@ def patched_moto(
     unsupported_log.setLevel(logging.ERROR)
     FUNCTION_LOGS.sink = function_log
     try:
-        for owner, name, replacement in patches:
-            setattr(owner, name, replacement)
-        _patch_parser_imports(factory, state_task_service_for)
-        yield
+        with applied(patches):
+            yield
     finally:
         FUNCTION_LOGS.sink = None
-        for owner, name, original in originals:
-            if original is None:
-                delattr(owner, name)
-            else:
-                setattr(owner, name, original)
-        _patch_parser_imports(factory, original_factory)
 
 
-def _patch_parser_imports(factory: Any, function: Callable[[str], Any]) -> None:
-    """Modules that imported ``state_task_service_for`` by name hold their own reference."""
-    for module in list(sys.modules.values()):
-        if (
-            module is not None
-            and getattr(module, "__name__", "").startswith("moto.stepfunctions")
-            and getattr(module, "state_task_service_for", None) is not None
-            and module is not factory
-        ):
-            setattr(module, "state_task_service_for", function)  # noqa: B010
+def all_rules() -> list[str]:
+    """What the twin enforces beyond moto, one line per patch (README, coverage report)."""
+    with contextlib.suppress(Exception):
+        sagemaker_service = _sagemaker_service(None, "succeed", None)
+        patches = [
+            *_task_patches(sagemaker_service, None, None),
+            *_lambda_patches(None),
+            *_endpoint_patches(None, None),
+            *strict_asl_patches(),
+            call_checks_patch([]),
+        ]
+        return list(dict.fromkeys(p.rule for p in patches))
+    return []

@@ -95,6 +95,8 @@ class InstanceSpec:
     bf16_tflops_per_gpu: float
     vcpus: int
     memory_gib: float
+    #: NVMe instance storage (hardware-encrypted): SageMaker refuses a KMS key for the volume.
+    instance_storage: bool
     training_supported: bool
     serving_supported: bool
     price_kind: str
@@ -315,6 +317,7 @@ def _load_instance(name: str, raw: Mapping[str, Any]) -> InstanceSpec:
         bf16_tflops_per_gpu=float(_require(raw, "bf16_tflops_per_gpu", _NUMBER, where)),
         vcpus=_require(raw, "vcpus", int, where),
         memory_gib=float(_require(raw, "memory_gib", _NUMBER, where)),
+        instance_storage=_require(raw, "instance_storage", bool, where),
         training_supported=_require(raw, "training_supported", bool, where),
         serving_supported=_require(raw, "serving_supported", bool, where),
         price_kind=_require(raw, "price_kind", str, where),
