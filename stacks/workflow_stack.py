@@ -111,6 +111,7 @@ class WorkflowStack(cdk.Stack):
             model_package_group=model_package_group_name,
             model_approval_status=config.model_approval_status,
             internet_egress=config.internet_egress,
+            kms_key_arn=encryption_key.key_arn,
             mlflow_tracking_arn=mlflow_app_arn or "",
         )
         functions = self._functions(config, network, encryption_key, settings)
@@ -126,10 +127,30 @@ class WorkflowStack(cdk.Stack):
                 resources=[sagemaker_arn(self, "endpoint", f"{config.prefix}-*")],
             )
         )
+        references = artifacts.arn_for_objects("models/*/serving_reference.json")
+        smoke.role.add_to_policy(
+            iam.PolicyStatement(
+                # The smoke test scores the example training scored, next to the model.
+                sid="ReadServingReference",
+                actions=["s3:GetObject"],
+                resources=[references],
+            )
+        )
+        smoke.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="DecryptServingReference",
+                actions=["kms:Decrypt"],
+                resources=[encryption_key.key_arn],
+                conditions={"StringEquals": {"kms:ViaService": f"s3.{self.region}.amazonaws.com"}},
+            )
+        )
         acknowledge_wildcard_resources(
             smoke.role.policy,
-            "Runs deploy to endpoints named <prefix>-<name>; the smoke test may call only those.",
+            "Runs deploy to endpoints named <prefix>-<name>; the smoke test may call only those, "
+            "and reads only the serving reference each training job writes beside its model "
+            "(models/<run>/<job>/output/model/serving_reference.json).",
             sagemaker_arn(self, "endpoint", f"{config.prefix}-*"),
+            references,
         )
 
         workflow = FineTuneWorkflow(

@@ -25,9 +25,30 @@ os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 # Synthesized apps are shared by the infra and workflow suites; each is built once per session.
+import tempfile
+from pathlib import Path
+
 import pytest
 
 from tests.infra.synth import Synthesized, synthesize
+from tests.report import REPORT_ENV, collected
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # The controlling process picks the report file; xdist workers inherit it.
+    if REPORT_ENV not in os.environ:
+        descriptor, path = tempfile.mkstemp(prefix="ft-report-", suffix=".jsonl")
+        os.close(descriptor)
+        os.environ[REPORT_ENV] = path
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if hasattr(terminalreporter.config, "workerinput"):
+        return
+    for section, lines in sorted(collected(Path(os.environ[REPORT_ENV])).items()):
+        terminalreporter.write_sep("-", f"{section}: {len(lines)} checks")
+        for line in sorted(set(lines)):
+            terminalreporter.write_line(f"  {line}")
 
 
 @pytest.fixture(scope="session")

@@ -63,7 +63,11 @@ def handler(event: LaunchEvent, context: LambdaContext) -> dict[str, Any]:
             return result
         if is_deploy_request(event.request):
             run = logic.resolve_deployment(
-                event.request, settings, s3=_client("s3"), sagemaker=_client("sagemaker")
+                event.request,
+                settings,
+                s3=_client("s3"),
+                sagemaker=_client("sagemaker"),
+                execution_name=event.execution_name,
             )
         else:
             run = logic.resolve_run(
@@ -76,5 +80,5 @@ def handler(event: LaunchEvent, context: LambdaContext) -> dict[str, Any]:
     except RunRequestError as error:
         logger.warning("invalid run request", extra={"problems": error.problems})
         raise RunRequestInvalid("; ".join(error.problems)) from None
-    logger.info("run resolved", extra={"run_id": run["run_id"], "mode": run["mode"]})
-    return run
+    logger.info("run resolved", extra={"run_id": run.run_id, "mode": run.mode})
+    return run.to_state()

@@ -17,6 +17,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict
 
 from record_run import logic
+from runspec.run import RunDocument
 
 logger = Logger(service="record-run")
 tracer = Tracer(service="record-run")
@@ -27,7 +28,7 @@ class RecordEvent(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     milestone: logic.Milestone
-    run: dict[str, Any] | None = None
+    run: RunDocument | None = None
     execution_name: str | None = None
 
 
@@ -51,6 +52,6 @@ def handler(event: RecordEvent, context: LambdaContext) -> dict[str, Any]:
     )
     logger.info(
         "milestone recorded",
-        extra={"milestone": event.milestone, "run_id": (event.run or {}).get("run_id")},
+        extra={"milestone": event.milestone, "run_id": event.run.run_id if event.run else None},
     )
     return result

@@ -16,13 +16,16 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from runspec.request import Evaluation
+from runspec.run import GateDecision, RunDocument, TrainedRecord
+
 __all__ = [
     "EVALUATION_METRICS",
     "TERMINAL_MILESTONES",
     "Milestone",
     "best_approved_metric",
+    "decide_gate",
     "ensure_lineage",
-    "gate_reason",
     "record_milestone",
     "summarise",
 ]
@@ -33,8 +36,9 @@ Milestone = Literal[
 #: Metrics whose lower value is better; the gate compares on one of them.
 EVALUATION_METRICS = ("eval_loss", "perplexity")
 RUNS_PREFIX = "runs"
-#: SageMaker Experiments limits.
-_MESSAGE_LIMIT = 3000
+#: SageMaker Experiments limits (API reference: TrialComponentStatus.Message is at most 1,024
+#: characters, an artifact value 2,048, a string parameter 2,500).
+_MESSAGE_LIMIT = 1024
 _ARTIFACT_VALUE_LIMIT = 2048
 _PARAMETER_STRING_LIMIT = 2500
 
@@ -49,13 +53,13 @@ def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def run_component_name(run: dict[str, Any]) -> str:
-    return f"{run['trial_name']}-run"
+def run_component_name(run: RunDocument) -> str:
+    return f"{run.trial_name}-run"
 
 
-def training_component_name(run: dict[str, Any]) -> str:
+def training_component_name(run: RunDocument) -> str:
     """The trial component SageMaker creates for a training job that carries ExperimentConfig."""
-    return f"{run['training_job_name']}-aws-training-job"
+    return f"{run.training_job_name}-aws-training-job"
 
 
 def best_approved_metric(
@@ -79,18 +83,44 @@ def best_approved_metric(
     return best
 
 
-def gate_reason(evaluation: dict[str, Any]) -> tuple[bool, str]:
-    """The gate's decision in words (the state machine's Choice makes the same decision)."""
-    metric, value = evaluation["metric"], evaluation.get("value")
+def decide_gate(
+    gate: Evaluation,
+    value: float | None,
+    *,
+    best_approved_value: float | None = None,
+    best_approved_package: str | None = None,
+) -> GateDecision:
+    """The gate's decision and its reason, made here once; the state machine branches on it.
+    Lower is better: the metric must exist, be at most the threshold and, when asked, beat the
+    best approved model of the group."""
+    metric = gate.metric
+    passed, reason = True, ""
     if value is None:
-        return False, f"the training job reported no {metric}"
-    threshold = evaluation.get("threshold")
-    if threshold is not None and value > threshold:
-        return False, f"{metric} {value:.4g} is above the threshold {threshold:.4g}"
-    best = evaluation.get("best_approved_value")
-    if evaluation.get("must_beat_best_approved") and best is not None and value >= best:
-        return False, f"{metric} {value:.4g} does not beat the best approved model ({best:.4g})"
-    return True, f"{metric} {value:.4g} passed the gate"
+        passed, reason = False, f"the training job reported no {metric}"
+    elif gate.threshold is not None and value > gate.threshold:
+        passed, reason = False, f"{metric} {value:.4g} is above the threshold {gate.threshold:.4g}"
+    elif (
+        gate.must_beat_best_approved
+        and best_approved_value is not None
+        and value >= best_approved_value
+    ):
+        passed = False
+        reason = (
+            f"{metric} {value:.4g} does not beat the best approved model "
+            f"({best_approved_value:.4g})"
+        )
+    else:
+        reason = f"{metric} {value:.4g} passed the gate"
+    return GateDecision(
+        metric=metric,
+        value=value,
+        threshold=gate.threshold,
+        must_beat_best_approved=gate.must_beat_best_approved,
+        best_approved_value=best_approved_value,
+        best_approved_package=best_approved_package,
+        passed=passed,
+        reason=reason,
+    )
 
 
 def record_milestone(
@@ -98,7 +128,7 @@ def record_milestone(
     *,
     artifacts_bucket: str,
     milestone: Milestone,
-    run: dict[str, Any] | None,
+    run: RunDocument | None,
     details: dict[str, Any],
     execution_name: str | None = None,
 ) -> dict[str, Any]:
@@ -119,15 +149,22 @@ def record_milestone(
         }
 
     result: dict[str, Any] = {"recorded": milestone}
-    if milestone == "started":
+    if milestone == "failed":
+        # The run record first: a run can fail before its lineage exists (even in the step
+        # that creates it), and the failure must be recorded whatever Experiments says.
+        record = _append_to_record(clients.s3, artifacts_bucket, run, milestone, details)
         ensure_lineage(clients.sagemaker, run)
-    elif milestone == "trained":
-        result.update(_trained(clients, artifacts_bucket, run, details))
-        details = {**details, **result}
-    elif milestone == "failed":
         _update_component(
             clients.sagemaker, run, status="Failed", message=_failure_message(details)
         )
+        result.update(summarise(record))
+        return result
+    if milestone == "started":
+        ensure_lineage(clients.sagemaker, run)
+    elif milestone == "trained":
+        trained = _trained(clients, artifacts_bucket, run, details)
+        result = trained.model_dump(mode="json")
+        details = {**details, **result}
     else:
         _other(clients.sagemaker, run, milestone, details)
     record = _append_to_record(clients.s3, artifacts_bucket, run, milestone, details)
@@ -158,9 +195,9 @@ def summarise(record: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
-def ensure_lineage(sagemaker: Any, run: dict[str, Any]) -> None:
+def ensure_lineage(sagemaker: Any, run: RunDocument) -> None:
     """The run's experiment, trial and run component exist and are associated (idempotent)."""
-    experiment = run["experiment_name"]
+    experiment = run.experiment_name
     _create_if_missing(
         lambda: sagemaker.create_experiment(
             ExperimentName=experiment,
@@ -169,9 +206,9 @@ def ensure_lineage(sagemaker: Any, run: dict[str, Any]) -> None:
     )
     _create_if_missing(
         lambda: sagemaker.create_trial(
-            TrialName=run["trial_name"],
+            TrialName=run.trial_name,
             ExperimentName=experiment,
-            DisplayName=run["run_id"],
+            DisplayName=run.run_id,
         )
     )
     component = run_component_name(run)
@@ -187,35 +224,37 @@ def ensure_lineage(sagemaker: Any, run: dict[str, Any]) -> None:
     )
     _create_if_missing(
         lambda: sagemaker.associate_trial_component(
-            TrialComponentName=component, TrialName=run["trial_name"]
+            TrialComponentName=component, TrialName=run.trial_name
         )
     )
 
 
 def _trained(
-    clients: Clients, artifacts_bucket: str, run: dict[str, Any], details: dict[str, Any]
-) -> dict[str, Any]:
+    clients: Clients, artifacts_bucket: str, run: RunDocument, details: dict[str, Any]
+) -> TrainedRecord:
     sagemaker = clients.sagemaker
-    job = sagemaker.describe_training_job(TrainingJobName=run["training_job_name"])
+    job = sagemaker.describe_training_job(TrainingJobName=run.training_job_name)
     metrics = {m["MetricName"]: float(m["Value"]) for m in job.get("FinalMetricDataList", [])}
-    gate = run["evaluation"]
+    gate = run.evaluation
     best_value, best_package = (None, None)
-    if gate.get("must_beat_best_approved"):
+    if gate.must_beat_best_approved:
         best_value, best_package = best_approved_metric(
-            sagemaker, run["registration"]["model_package_group"], gate["metric"]
+            sagemaker, run.registration.model_package_group, gate.metric
         )
-    evaluation = {
-        **gate,
-        "value": metrics.get(gate["metric"]),
-        "best_approved_value": best_value,
-        "best_approved_package": best_package,
-    }
-    passed, reason = gate_reason(evaluation)
-    evaluation.update({"passed": passed, "reason": reason})
-
+    decision = decide_gate(
+        gate,
+        metrics.get(gate.metric),
+        best_approved_value=best_value,
+        best_approved_package=best_package,
+    )
     model_uri = details.get("training", {}).get("model_artifacts")
-    metrics_key = f"{RUNS_PREFIX}/{run['run_id']}/evaluation.json"
-    _write_json(clients.s3, artifacts_bucket, metrics_key, {"metrics": metrics, "gate": evaluation})
+    metrics_key = f"{RUNS_PREFIX}/{run.run_id}/evaluation.json"
+    _write_json(
+        clients.s3,
+        artifacts_bucket,
+        metrics_key,
+        {"metrics": metrics, "gate": decision.model_dump(mode="json")},
+    )
     # SageMaker creates the job's component from its ExperimentConfig; make sure it belongs to
     # the trial (associating twice is harmless).
     if _exists(
@@ -223,24 +262,25 @@ def _trained(
     ):
         _create_if_missing(
             lambda: sagemaker.associate_trial_component(
-                TrialComponentName=training_component_name(run), TrialName=run["trial_name"]
+                TrialComponentName=training_component_name(run), TrialName=run.trial_name
             )
         )
     parameters: dict[str, Any] = {name: {"NumberValue": value} for name, value in metrics.items()}
-    parameters["gate_passed"] = {"StringValue": str(passed).lower()}
-    parameters["gate_reason"] = {"StringValue": reason[:_PARAMETER_STRING_LIMIT]}
+    parameters["gate_passed"] = {"StringValue": str(decision.passed).lower()}
+    parameters["gate_reason"] = {"StringValue": decision.reason[:_PARAMETER_STRING_LIMIT]}
     outputs = {"model": {"Value": str(model_uri)[:_ARTIFACT_VALUE_LIMIT]}} if model_uri else {}
     _update_component(sagemaker, run, parameters=parameters, outputs=outputs)
-    return {
-        "metrics": metrics,
-        "billable_seconds": job.get("BillableTimeInSeconds"),
-        "evaluation": evaluation,
-        "model_metrics_s3_uri": f"s3://{artifacts_bucket}/{metrics_key}",
-        "package_metadata": _package_metadata(run, metrics),
-    }
+    return TrainedRecord(
+        recorded="trained",
+        metrics=metrics,
+        billable_seconds=job.get("BillableTimeInSeconds"),
+        evaluation=decision,
+        model_metrics_s3_uri=f"s3://{artifacts_bucket}/{metrics_key}",
+        package_metadata=_package_metadata(run, metrics),
+    )
 
 
-def _other(sagemaker: Any, run: dict[str, Any], milestone: str, details: dict[str, Any]) -> None:
+def _other(sagemaker: Any, run: RunDocument, milestone: str, details: dict[str, Any]) -> None:
     if milestone == "rejected":
         reason = details.get("evaluation", {}).get("reason", "rejected by the evaluation gate")
         _update_component(sagemaker, run, status="Completed", message=f"rejected: {reason}")
@@ -256,7 +296,7 @@ def _other(sagemaker: Any, run: dict[str, Any], milestone: str, details: dict[st
 
 def _update_component(
     sagemaker: Any,
-    run: dict[str, Any],
+    run: RunDocument,
     *,
     status: str | None = None,
     message: str = "",
@@ -274,17 +314,17 @@ def _update_component(
     sagemaker.update_trial_component(**arguments)
 
 
-def _run_parameters(run: dict[str, Any]) -> dict[str, Any]:
-    training = run["training"]
+def _run_parameters(run: RunDocument) -> dict[str, Any]:
+    training = run.training
     parameters: dict[str, Any] = {
-        "run_id": {"StringValue": run["run_id"]},
-        "base_model": {"StringValue": run["base_model"]},
-        "training_option": {"StringValue": run["image"]["option"]},
-        "instance_type": {"StringValue": training["instance_type"]},
-        "instance_count": {"NumberValue": training["instance_count"]},
-        "spot": {"StringValue": str(training["spot"]).lower()},
+        "run_id": {"StringValue": run.run_id},
+        "base_model": {"StringValue": run.base_model},
+        "training_option": {"StringValue": run.image.option},
+        "instance_type": {"StringValue": training.instance_type},
+        "instance_count": {"NumberValue": training.instance_count},
+        "spot": {"StringValue": str(training.spot).lower()},
     }
-    for name, value in training["hyperparameters"].items():
+    for name, value in training.hyperparameters.items():
         if name.startswith("sagemaker_") or name == "model_id":
             continue
         try:
@@ -294,36 +334,36 @@ def _run_parameters(run: dict[str, Any]) -> dict[str, Any]:
     return parameters
 
 
-def _input_artifacts(run: dict[str, Any]) -> dict[str, Any]:
+def _input_artifacts(run: RunDocument) -> dict[str, Any]:
     artifacts: dict[str, Any] = {}
-    for name, dataset in run["datasets"].items():
-        objects = dataset["objects"]
-        if len(objects) == 1 and not dataset["uri"].endswith("/"):
-            version = objects[0].get("version_id")
-            value = dataset["uri"] + (f"?versionId={version}" if version else "")
+    for name, dataset in run.datasets.items():
+        objects = dataset.objects
+        if len(objects) == 1 and not dataset.uri.endswith("/"):
+            version = objects[0].version_id
+            value = dataset.uri + (f"?versionId={version}" if version else "")
         else:
             # A prefix: the URI plus a digest of every pinned (key, version, etag).
-            pinned = json.dumps(objects, sort_keys=True).encode()
-            value = f"{dataset['uri']}#sha256={hashlib.sha256(pinned).hexdigest()}"
+            pinned = json.dumps([o.model_dump() for o in objects], sort_keys=True).encode()
+            value = f"{dataset.uri}#sha256={hashlib.sha256(pinned).hexdigest()}"
         artifacts[f"dataset-{name}"] = {
             "Value": value[:_ARTIFACT_VALUE_LIMIT],
             "MediaType": "application/jsonlines",
         }
-    image = run["image"]
-    artifacts["training-image"] = {"Value": image["uri"][:_ARTIFACT_VALUE_LIMIT]}
-    if image.get("source_s3_uri"):
-        artifacts["training-source"] = {"Value": image["source_s3_uri"]}
+    image = run.image
+    artifacts["training-image"] = {"Value": image.uri[:_ARTIFACT_VALUE_LIMIT]}
+    if image.source_s3_uri:
+        artifacts["training-source"] = {"Value": image.source_s3_uri}
     return artifacts
 
 
-def _package_metadata(run: dict[str, Any], metrics: dict[str, float]) -> dict[str, str]:
+def _package_metadata(run: RunDocument, metrics: dict[str, float]) -> dict[str, str]:
     """CustomerMetadataProperties of the model package: lineage at a glance, and the metric
     values later runs compare against."""
     metadata = {
-        "run_id": run["run_id"],
-        "training_job": run["training_job_name"],
-        "base_model": run["base_model"][:256],
-        "training_image": run["image"]["uri"][:256],
+        "run_id": run.run_id,
+        "training_job": run.training_job_name,
+        "base_model": run.base_model[:256],
+        "training_image": run.image.uri[:256],
     }
     for name in (*EVALUATION_METRICS, "train_loss"):
         if name in metrics:
@@ -337,13 +377,13 @@ def _failure_message(details: dict[str, Any]) -> str:
 
 
 def _append_to_record(
-    s3: Any, bucket: str, run: dict[str, Any], milestone: str, details: dict[str, Any]
+    s3: Any, bucket: str, run: RunDocument, milestone: str, details: dict[str, Any]
 ) -> dict[str, Any]:
-    key = f"{RUNS_PREFIX}/{run['run_id']}/run.json"
+    key = f"{RUNS_PREFIX}/{run.run_id}/run.json"
     try:
         record = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
     except s3.exceptions.NoSuchKey:
-        record = {"run_id": run["run_id"], "run": run, "milestones": []}
+        record = {"run_id": run.run_id, "run": run.to_state(), "milestones": []}
     record["status"] = milestone
     record["updated_at"] = now().isoformat()
     record["milestones"].append({"milestone": milestone, "at": record["updated_at"], **details})

@@ -11,7 +11,17 @@ import json
 
 from runspec.request import RunRequest
 
-__all__ = ["derive_run_id", "run_id_for_execution", "sagemaker_experiment_name"]
+__all__ = [
+    "SAGEMAKER_NAME_LENGTH",
+    "deployment_resource_name",
+    "derive_run_id",
+    "run_id_for_execution",
+    "run_resource_name",
+    "sagemaker_experiment_name",
+]
+
+#: SageMaker's limit for training job, model, endpoint config and endpoint names.
+SAGEMAKER_NAME_LENGTH = 63
 
 
 def derive_run_id(request: RunRequest) -> str:
@@ -35,6 +45,23 @@ def run_id_for_execution(request: RunRequest, execution_name: str | None) -> str
 
 def sagemaker_experiment_name(prefix: str, experiment_name: str) -> str:
     return f"{prefix}-{experiment_name}"
+
+
+def run_resource_name(prefix: str, run_id: str) -> str:
+    """The run's training job and trial: ``<prefix>-<run id>``."""
+    return f"{prefix}-{run_id}"
+
+
+def deployment_resource_name(prefix: str, run_id: str, execution_name: str) -> str:
+    """The model and endpoint config of one deployment of a run.
+
+    SageMaker refuses to create a model or endpoint config under an existing name, and a run may
+    be deployed more than once (``deploy_run``, promote): each deployment execution gets its own
+    names, ``<prefix>-<run id, shortened>-<8 hex of the execution name>``, at most 63 characters.
+    """
+    suffix = _short_hash(execution_name, 8)
+    stem = run_resource_name(prefix, run_id)[: SAGEMAKER_NAME_LENGTH - len(suffix) - 1]
+    return f"{stem.rstrip('-')}-{suffix}"
 
 
 def _short_hash(text: str, length: int) -> str:

@@ -33,6 +33,10 @@ class PlatformSettings:
     model_package_group: str
     model_approval_status: str
     internet_egress: bool
+    #: The platform key: training volumes on EBS-backed instance types are encrypted with it.
+    kms_key_arn: str = ""
+    #: Whether a run may set trust_remote_code (run code shipped with a model).
+    allow_trust_remote_code: bool = False
     #: The MLflow App ARN, or "" when MLflow is off.
     mlflow_tracking_arn: str = ""
     #: How often and how many times the workflow checks a deploying endpoint (60 s x 60 = 1 h).
@@ -52,7 +56,7 @@ class PlatformSettings:
             raw = environ[name]
             if f.name == "allowed_training_instance_types":
                 values[f.name] = tuple(json.loads(raw))
-            elif f.name == "internet_egress":
+            elif f.name in ("internet_egress", "allow_trust_remote_code"):
                 values[f.name] = raw.lower() == "true"
             elif f.name in ("endpoint_poll_seconds", "endpoint_max_polls"):
                 values[f.name] = int(raw)
@@ -75,7 +79,13 @@ class PlatformSettings:
         return out
 
 
-_OPTIONAL = ("mlflow_tracking_arn", "endpoint_poll_seconds", "endpoint_max_polls")
+_OPTIONAL = (
+    "kms_key_arn",
+    "allow_trust_remote_code",
+    "mlflow_tracking_arn",
+    "endpoint_poll_seconds",
+    "endpoint_max_polls",
+)
 
 
 def _variable(field_name: str) -> str:

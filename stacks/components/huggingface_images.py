@@ -15,15 +15,18 @@ from importlib import resources
 import aws_cdk as cdk
 from constructs import Construct
 
+from llm_sft.serving_contract import SERVING_STACK
+
 #: Versions matched to training_code/: the training image runs script mode with the same major
 #: transformers/PyTorch line; the serving image is the TGI (Hugging Face LLM) container that
-#: loads the merged safetensors model the training job writes.
+#: loads the merged safetensors model the training job writes, in the version the serving
+#: contract (llm_sft.serving_contract) was verified with.
 TRAINING_FRAMEWORK = "huggingface"
 TRAINING_VERSION = "5.3.0"
 TRAINING_BASE_FRAMEWORK = "pytorch2.9.0"
 TRAINING_PY_VERSION = "py312"
 SERVING_FRAMEWORK = "huggingface-llm"
-SERVING_VERSION = "3.3.6"
+SERVING_VERSION = SERVING_STACK.server_version
 #: A GPU type only selects the GPU variant of the tag; any g5 type gives the same URI.
 _GPU_INSTANCE = "ml.g5.2xlarge"
 _REFERENCE_REGION = "us-east-1"

@@ -22,7 +22,7 @@ def resolve(
         execution_name=execution_name,
         s3=aws.client("s3"),
         ecr=aws.client("ecr"),
-    )
+    ).to_state()
 
 
 def problems(aws: Aws, request: dict[str, Any], **settings: Any) -> str:
@@ -60,7 +60,8 @@ def test_dataset_versions_and_etags_are_pinned(aws: Aws) -> None:
     assert pinned["version_id"] == first["VersionId"]
     assert pinned["etag"] == first["ETag"].strip('"')
     identity = json.loads(run["training"]["dataset_identity"])
-    assert identity["train"]["objects"][0]["version_id"] == first["VersionId"]
+    assert identity["train"]["version_id"] == first["VersionId"]
+    assert identity["train"]["objects"] == 1
 
 
 def test_a_prefix_pins_every_object_under_it(aws: Aws) -> None:
@@ -130,10 +131,91 @@ def test_s3_base_model_becomes_the_model_channel(aws: Aws) -> None:
         ),
         ({"base_model": "my-org/custom-model"}, "model_parameters_billions:"),
         ({"training": {"instance_count": 2}}, "training.instance_count: 2 instances are not"),
+        (
+            {"hyperparameters": {"merge_adapter": False}, "deployment": {"enabled": True}},
+            "hyperparameters.merge_adapter: false writes only the LoRA adapter",
+        ),
+        (
+            {"hyperparameters": {"trust_remote_code": True}},
+            "hyperparameters.trust_remote_code: this platform does not run code shipped",
+        ),
+        (
+            {
+                "base_model": "meta-llama/Llama-3.1-70B",
+                "deployment": {"enabled": True, "instance_type": "ml.g5.12xlarge"},
+            },
+            "deployment.instance_type: ml.g5.12xlarge has 4x22.5 GiB usable; a 70.5B model "
+            "needs 131.4 GiB",
+        ),
     ],
 )
 def test_platform_rules_name_the_field(aws: Aws, request_: dict[str, Any], message: str) -> None:
     assert message in problems(aws, request_)
+
+
+def test_trust_remote_code_needs_the_platform_to_allow_it(aws: Aws) -> None:
+    run = resolve(
+        aws, {"hyperparameters": {"trust_remote_code": True}}, allow_trust_remote_code=True
+    )
+    assert run["training"]["hyperparameters"]["trust_remote_code"] == "True"
+
+
+def test_the_volume_key_is_set_only_for_ebs_instance_types(aws: Aws) -> None:
+    """SageMaker refuses VolumeKmsKeyId for instance types with NVMe storage (every GPU type
+    the platform trains on); EBS-backed types get the platform key."""
+    allowed = ("ml.g5.2xlarge", "ml.m5.xlarge")
+    nvme = resolve(aws, {}, kms_key_arn="arn:aws:kms:k", allowed_training_instance_types=allowed)
+    assert nvme["training"]["resource_config"] == {
+        "InstanceType": "ml.g5.2xlarge",
+        "InstanceCount": 1,
+        "VolumeSizeInGB": 200,
+    }
+    ebs_request = {"training": {"instance_type": "ml.m5.xlarge"}, "model_parameters_billions": 0.01}
+    settings = {"kms_key_arn": "arn:aws:kms:k", "allowed_training_instance_types": allowed}
+    found = problems(aws, ebs_request, **settings)  # a CPU type cannot train: refused anyway
+    assert "has no NVIDIA GPU" in found or "training.instance_type" in found
+
+
+def test_serving_limits_follow_the_model_and_the_instance(aws: Aws) -> None:
+    small = resolve(aws, {"deployment": {"enabled": True, "instance_type": "ml.g5.xlarge"}})
+    large = resolve(
+        aws,
+        {
+            "base_model": "meta-llama/Meta-Llama-3-8B",
+            "hyperparameters": {"method": "qlora", "max_seq_length": 2048},
+            "deployment": {"enabled": True, "instance_type": "ml.g5.12xlarge"},
+        },
+    )
+    small_env = small["deployment"]["serving_environment"]
+    large_env = large["deployment"]["serving_environment"]
+    assert small_env["SM_NUM_GPUS"] == "1"
+    assert large_env["SM_NUM_GPUS"] == "4"
+    assert int(small_env["MAX_INPUT_TOKENS"]) < int(small_env["MAX_TOTAL_TOKENS"])
+    assert int(large_env["MAX_TOTAL_TOKENS"]) >= 2048
+
+
+def test_each_deployment_gets_names_of_its_own(aws: Aws) -> None:
+    first = resolve(aws, {"run_name": "r1", "deployment": {"enabled": True}}, execution_name="r1")
+    console = resolve(aws, {"run_name": "r1", "deployment": {"enabled": True}}, execution_name="x")
+    names = {first["deployment"]["model_name"], console["deployment"]["model_name"]}
+    assert len(names) == 2
+    assert all(name.startswith("llmft-test-r1-") and len(name) <= 63 for name in names)
+    assert first["deployment"]["endpoint_config_name"] == first["deployment"]["model_name"]
+
+
+def test_long_names_stay_within_sagemakers_limit(aws: Aws) -> None:
+    run_name = "r" + "x" * 39
+    run = resolve(aws, {"run_name": run_name, "deployment": {"enabled": True}}, execution_name="e")
+    assert len(run["deployment"]["model_name"]) <= 63
+    assert len(run["training_job_name"]) <= 63
+
+
+def test_a_run_too_large_for_the_workflow_state_is_refused(aws: Aws) -> None:
+    for index in range(900):
+        aws.put(f"many/{'k' * 200}-{index:04d}.jsonl", json.dumps(CHAT_ROW) + "\n")
+    found = problems(aws, {"dataset": {"train": "s3://llmft-test-datasets/many/"}})
+    assert "too many objects" in found
+    assert "256 KiB" in found
 
 
 def test_memory_advice_names_request_fields(aws: Aws) -> None:

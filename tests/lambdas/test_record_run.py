@@ -8,12 +8,14 @@ from typing import Any
 import pytest
 
 from launch_run.logic import resolve_run
-from record_run.logic import Clients, best_approved_metric, gate_reason, record_milestone
+from record_run.logic import Clients, best_approved_metric, decide_gate, record_milestone
+from runspec.request import Evaluation
+from runspec.run import RunDocument
 from tests.lambdas.conftest import Aws
 
 
 @pytest.fixture
-def run(aws: Aws) -> dict[str, Any]:
+def run(aws: Aws) -> RunDocument:
     return resolve_run(
         {"experiment_name": "chat", "evaluation": {"threshold": 2.0}},
         aws.settings,
@@ -23,7 +25,7 @@ def run(aws: Aws) -> dict[str, Any]:
     )
 
 
-def record(aws: Aws, milestone: str, run: dict[str, Any] | None, **details: Any) -> dict[str, Any]:
+def record(aws: Aws, milestone: str, run: RunDocument | None, **details: Any) -> dict[str, Any]:
     return record_milestone(
         Clients(sagemaker=aws.client("sagemaker"), s3=aws.client("s3")),
         artifacts_bucket=aws.settings.artifacts_bucket,
@@ -34,44 +36,44 @@ def record(aws: Aws, milestone: str, run: dict[str, Any] | None, **details: Any)
     )
 
 
-def create_job(aws: Aws, run: dict[str, Any], metrics: dict[str, float]) -> None:
+def create_job(aws: Aws, run: RunDocument, metrics: dict[str, float]) -> None:
     from moto.sagemaker.models import sagemaker_backends
 
     aws.client("sagemaker").create_training_job(
-        TrainingJobName=run["training_job_name"],
+        TrainingJobName=run.training_job_name,
         AlgorithmSpecification={
-            "TrainingImage": run["training"]["image_uri"],
+            "TrainingImage": run.training.image_uri,
             "TrainingInputMode": "File",
         },
         RoleArn="arn:aws:iam::123456789012:role/training",
-        OutputDataConfig={"S3OutputPath": run["training"]["output_path"]},
+        OutputDataConfig={"S3OutputPath": run.training.output_path},
         ResourceConfig={"InstanceType": "ml.g5.2xlarge", "InstanceCount": 1, "VolumeSizeInGB": 50},
         StoppingCondition={"MaxRuntimeInSeconds": 3600},
     )
-    job = sagemaker_backends["123456789012"]["us-east-1"].training_jobs[run["training_job_name"]]
+    job = sagemaker_backends["123456789012"]["us-east-1"].training_jobs[run.training_job_name]
     job.final_metric_data_list = [
         {"MetricName": k, "Value": v, "Timestamp": job.creation_time} for k, v in metrics.items()
     ]
 
 
 def test_started_creates_experiment_trial_and_run_component_idempotently(
-    aws: Aws, run: dict[str, Any]
+    aws: Aws, run: RunDocument
 ) -> None:
     record(aws, "started", run)
     record(aws, "started", run)  # a retried state must not fail
 
     sagemaker = aws.client("sagemaker")
     assert sagemaker.describe_experiment(ExperimentName="llmft-test-chat")["ExperimentName"]
-    trial = sagemaker.describe_trial(TrialName=run["trial_name"])
+    trial = sagemaker.describe_trial(TrialName=run.trial_name)
     assert trial["ExperimentName"] == "llmft-test-chat"
-    component = sagemaker.describe_trial_component(TrialComponentName=f"{run['trial_name']}-run")
+    component = sagemaker.describe_trial_component(TrialComponentName=f"{run.trial_name}-run")
     assert component["Parameters"]["instance_type"]["StringValue"] == "ml.g5.2xlarge"
     assert component["InputArtifacts"]["dataset-train"]["Value"].startswith(
         "s3://llmft-test-datasets/datasets/default/train.jsonl?versionId="
     )
 
 
-def test_trained_returns_metrics_and_gate_inputs(aws: Aws, run: dict[str, Any]) -> None:
+def test_trained_returns_metrics_and_gate_inputs(aws: Aws, run: RunDocument) -> None:
     record(aws, "started", run)
     create_job(aws, run, {"eval_loss": 1.5, "perplexity": 4.48, "train_loss": 1.2})
 
@@ -84,7 +86,7 @@ def test_trained_returns_metrics_and_gate_inputs(aws: Aws, run: dict[str, Any]) 
     assert evaluation["passed"] is True
     assert result["package_metadata"]["eval_loss"] == "1.5"
     body = aws.client("s3").get_object(
-        Bucket=aws.settings.artifacts_bucket, Key=f"runs/{run['run_id']}/evaluation.json"
+        Bucket=aws.settings.artifacts_bucket, Key=f"runs/{run.run_id}/evaluation.json"
     )["Body"]
     assert json.loads(body.read())["metrics"]["perplexity"] == 4.48
 
@@ -104,27 +106,23 @@ def test_best_approved_considers_only_approved_packages(aws: Aws) -> None:
 
 
 @pytest.mark.parametrize(
-    ("evaluation", "passed", "reason"),
+    ("gate", "value", "best", "passed", "reason"),
     [
-        ({"metric": "eval_loss", "value": None}, False, "reported no eval_loss"),
-        ({"metric": "eval_loss", "value": 2.5, "threshold": 2.0}, False, "above the threshold 2"),
-        (
-            {
-                "metric": "eval_loss",
-                "value": 1.3,
-                "must_beat_best_approved": True,
-                "best_approved_value": 1.3,
-            },
-            False,
-            "does not beat the best approved model (1.3)",
-        ),
-        ({"metric": "perplexity", "value": 3.0, "threshold": 4.0}, True, "perplexity 3 passed"),
+        ({}, None, None, False, "reported no eval_loss"),
+        ({"threshold": 2.0}, 2.5, None, False, "above the threshold 2"),
+        ({"threshold": 2.0}, 2.0, None, True, "eval_loss 2 passed"),
+        ({"must_beat_best_approved": True}, 1.3, 1.3, False, "does not beat the best approved"),
+        ({"must_beat_best_approved": True}, 1.2, 1.3, True, "passed"),
+        ({"must_beat_best_approved": True}, 1.2, None, True, "passed"),
+        ({"metric": "perplexity", "threshold": 4.0}, 3.0, None, True, "perplexity 3 passed"),
     ],
 )
-def test_gate_reason(evaluation: dict[str, Any], passed: bool, reason: str) -> None:
-    decision, text = gate_reason(evaluation)
-    assert decision is passed
-    assert reason in text
+def test_the_gate_is_decided_once_with_its_reason(
+    gate: dict[str, Any], value: float | None, best: float | None, passed: bool, reason: str
+) -> None:
+    decision = decide_gate(Evaluation(**gate), value, best_approved_value=best)
+    assert decision.passed is passed
+    assert reason in decision.reason
 
 
 def test_failure_before_a_run_exists_is_kept_by_execution_name(aws: Aws) -> None:
@@ -136,7 +134,7 @@ def test_failure_before_a_run_exists_is_kept_by_execution_name(aws: Aws) -> None
     assert json.loads(body.read())["error"]["Error"] == "RunRequestInvalid"
 
 
-def test_failed_run_is_closed_with_its_cause_and_summarised(aws: Aws, run: dict[str, Any]) -> None:
+def test_failed_run_is_closed_with_its_cause_and_summarised(aws: Aws, run: RunDocument) -> None:
     record(aws, "started", run)
     summary = record(
         aws, "failed", run, error={"Error": "States.TaskFailed", "Cause": "out of memory"}
@@ -144,7 +142,7 @@ def test_failed_run_is_closed_with_its_cause_and_summarised(aws: Aws, run: dict[
     assert summary["status"] == "failed"
     assert summary["error"]["Cause"] == "out of memory"
     component = aws.client("sagemaker").describe_trial_component(
-        TrialComponentName=f"{run['trial_name']}-run"
+        TrialComponentName=f"{run.trial_name}-run"
     )
     assert component["Status"]["PrimaryStatus"] == "Failed"
     assert "out of memory" in component["Status"]["Message"]

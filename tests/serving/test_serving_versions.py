@@ -69,3 +69,10 @@ def test_serving_environment_has_the_serving_pins(serving_env: Path) -> None:
     assert installed == dict(SERVING_STACK.packages), (
         f"{serving_env} holds {installed}: run `make setup-serving`"
     )
+
+
+def test_every_deployment_gets_the_contracts_serving_environment() -> None:
+    from llm_sft.serving_contract import SERVING_ENVIRONMENT
+    from runspec.serving import CONTRACT_ENVIRONMENT
+
+    assert dict(SERVING_ENVIRONMENT).items() <= CONTRACT_ENVIRONMENT.items()

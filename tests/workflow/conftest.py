@@ -19,18 +19,33 @@ from moto import mock_aws
 
 from finetune.local.emulator import MOTO_CONFIG, EmulatedPlatform, deploy_platform
 from finetune.local.executions import ExecutionResult, wait_for_execution
-from finetune.local.moto_patches import TrainingOutcome, patched_moto
+from finetune.local.moto_patches import FaultInjector, TrainingOutcome, patched_moto
 from tests.infra.synth import Synthesized
+
+#: What a scripted job writes as serving_reference.json (llm_sft.serving_reference's format) and
+#: what a scripted endpoint computes for it, unless told to compute something else.
+REFERENCE = {
+    "format": 1,
+    "source": "validation row 1",
+    "held_out": True,
+    "inputs": "<|user|>What is 2 + 3?<|assistant|>5",
+    "input_ids": [1, 17, 4, 9, 23, 5],
+    "token_logprobs": [None, -2.0, -1.5, -1.0, -0.5, -0.25],
+    "target_positions": [4, 5],
+    "loss": 0.375,
+}
 
 
 @dataclass
 class ScriptedTraining:
-    """Training jobs end as scripted: metrics, or a failure with a reason."""
+    """Training jobs end as scripted: metrics, or a failure (or stop) with a reason. Completed
+    jobs leave a model folder with its serving reference, as the training code does."""
 
     metrics: dict[str, float] = field(
         default_factory=lambda: {"eval_loss": 1.25, "perplexity": 3.49, "train_loss": 1.1}
     )
     failure_reason: str | None = None
+    status: str = "Completed"
     jobs: list[dict[str, Any]] = field(default_factory=list)
 
     def __call__(self, parameters: dict[str, Any]) -> TrainingOutcome:
@@ -39,15 +54,35 @@ class ScriptedTraining:
         model = f"{output}{parameters['TrainingJobName']}/output/model/"
         if self.failure_reason is not None:
             return TrainingOutcome(status="Failed", failure_reason=self.failure_reason)
-        return TrainingOutcome(metrics=dict(self.metrics), model_artifacts=model)
+        bucket, _, prefix = model.removeprefix("s3://").partition("/")
+        boto3.client("s3", region_name="us-east-1").put_object(
+            Bucket=bucket, Key=f"{prefix}serving_reference.json", Body=json.dumps(REFERENCE)
+        )
+        return TrainingOutcome(
+            status=self.status, metrics=dict(self.metrics), model_artifacts=model
+        )
+
+
+def of_run(config: str, names: Any) -> Any:
+    """The entry of ``names`` for endpoint config ``config``: configs are named
+    ``<prefix>-<run id>-<deployment id>``, tests script them by ``<prefix>-<run id>``."""
+    for name in names:
+        if config == name or config.startswith(f"{name}-"):
+            return name
+    return None
 
 
 @dataclass
 class ScriptedEndpoints:
-    """Endpoints come up (or fail) as scripted per config name and answer like TGI."""
+    """Endpoints come up (or fail) as scripted per run (``<prefix>-<run id>``) and answer like
+    TGI."""
 
     failing_configs: set[str] = field(default_factory=set)
+    #: Run -> status a deployment of it ends in instead (e.g. UpdateRollbackFailed).
+    update_outcomes: dict[str, str] = field(default_factory=dict)
     broken_answers: set[str] = field(default_factory=set)  # endpoint names answering garbage
+    #: Endpoint names whose model computes another loss than training did.
+    misreading: set[str] = field(default_factory=set)
     deployed: list[tuple[str, str]] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     serving: dict[str, str] = field(default_factory=dict)
@@ -55,7 +90,10 @@ class ScriptedEndpoints:
     def deploy(self, endpoint_name: str, endpoint_config: dict[str, Any]) -> str:
         config = endpoint_config["EndpointConfigName"]
         self.deployed.append((endpoint_name, config))
-        if config in self.failing_configs:
+        scripted = of_run(config, self.update_outcomes)
+        if scripted is not None:
+            return str(self.update_outcomes[scripted])
+        if of_run(config, self.failing_configs) is not None:
             return "Failed"
         self.serving[endpoint_name] = config
         return "InService"
@@ -63,7 +101,19 @@ class ScriptedEndpoints:
     def invoke(self, endpoint_name: str, body: bytes, content_type: str) -> bytes:
         if endpoint_name in self.broken_answers:
             return b"<html>502 Bad Gateway</html>"
-        return json.dumps([{"generated_text": "Hello! Nice to meet you."}]).encode()
+        request = json.loads(body)
+        answer: dict[str, Any] = {"generated_text": "Hello! Nice to meet you."}
+        if request.get("parameters", {}).get("decoder_input_details"):
+            shift = 2.0 if endpoint_name in self.misreading else 0.0
+            answer["details"] = {
+                "prefill": [
+                    {"id": token, "text": "", "logprob": None if p is None else p - shift}
+                    for token, p in zip(
+                        REFERENCE["input_ids"], REFERENCE["token_logprobs"], strict=True
+                    )
+                ]
+            }
+        return json.dumps([answer]).encode()
 
     def delete(self, endpoint_name: str) -> None:
         self.deleted.append(endpoint_name)
@@ -75,6 +125,7 @@ class Workflow:
     platform: EmulatedPlatform
     training: ScriptedTraining
     endpoints: ScriptedEndpoints
+    faults: FaultInjector
 
     def client(self, service: str) -> Any:
         return boto3.client(service, region_name="us-east-1")
@@ -118,19 +169,27 @@ CHAT = [
 ]
 
 
-def _workflow(synthesized: Synthesized, **overrides: str) -> Iterator[Workflow]:
+def _workflow(
+    synthesized: Synthesized, *, stopped_jobs: str = "succeed", **overrides: str
+) -> Iterator[Workflow]:
     training = ScriptedTraining()
     endpoints = ScriptedEndpoints()
+    faults = FaultInjector()
     with (
         mock_aws(config=MOTO_CONFIG),
-        patched_moto(training_runner=training, endpoint_host=endpoints),
+        patched_moto(
+            training_runner=training,
+            endpoint_host=endpoints,
+            faults=faults,
+            stopped_jobs=stopped_jobs,  # type: ignore[arg-type]
+        ),
     ):
         platform = deploy_platform(
             synthesized.templates,
             # Endpoint checks every 0 s instead of 60 s; the loop is the same.
             function_environment_overrides={"FT_ENDPOINT_POLL_SECONDS": "0", **overrides},
         )
-        flow = Workflow(platform, training, endpoints)
+        flow = Workflow(platform, training, endpoints, faults)
         flow.put_dataset("datasets/chat/train.jsonl", CHAT * 4)
         flow.put_dataset("datasets/chat/validation.jsonl", CHAT)
         flow.put_dataset("base-models/tiny/config.json", [{"model_type": "llama"}])

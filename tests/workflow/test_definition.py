@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -35,9 +36,9 @@ def test_train_runs_the_job_synchronously_with_fixed_security_settings(
     assert parameters["RoleArn"].startswith("<TrainingJobRole")
     assert parameters["OutputDataConfig"]["KmsKeyId"].startswith("<")
     assert parameters["OutputDataConfig"]["CompressionType"] == "NONE"
-    assert (
-        parameters["ResourceConfig"]["VolumeKmsKeyId"] == parameters["OutputDataConfig"]["KmsKeyId"]
-    )
+    # VolumeKmsKeyId only for EBS-backed instance types: the launch function writes it
+    # (tests/lambdas/test_launch_run.py).
+    assert parameters["ResourceConfig.$"] == "$.run.training.resource_config"
     assert len(parameters["VpcConfig"]["Subnets"]) == 2
     assert len(parameters["VpcConfig"]["SecurityGroupIds"]) == 1
     assert parameters["EnableInterContainerTrafficEncryption"] is True
@@ -58,9 +59,35 @@ def test_train_runs_the_job_synchronously_with_fixed_security_settings(
         "InputDataConfig.$",
         "EnableManagedSpotTraining.$",
         "StoppingCondition.$",
+        "ResourceConfig.$",
         "Tags.$",
     }
     assert train["ResultPath"] == "$.training"
+    assert train["Next"] == "Training completed?"
+    completed = states["Training completed?"]
+    assert completed["Choices"] == [
+        {
+            "Variable": "$.training.status",
+            "StringEquals": "Completed",
+            "Next": "Record training and evaluation",
+        }
+    ]
+    assert completed["Default"] == "Training did not complete"
+
+
+def test_task_resources_carry_the_stack_partition(dev: Synthesized) -> None:
+    """Every Task resource is built with ${AWS::Partition}, never a literal arn:aws:."""
+    (machine,) = [
+        r
+        for r in dev.templates["Workflow"]["Resources"].values()
+        if r["Type"] == "AWS::StepFunctions::StateMachine"
+    ]
+    parts = machine["Properties"]["DefinitionString"]["Fn::Join"][1]
+    text = "".join(p if isinstance(p, str) else "<token>" for p in parts)
+    resources = re.findall(r'"Resource":"([^"]*)"', text)
+    assert len(resources) == text.count('"Type":"Task"') >= 20
+    # Lambda tasks: CDK renders the whole ARN as one partition-aware token.
+    assert all(r == "<token>" or r.startswith("arn:<token>:states:::") for r in resources)
 
 
 def test_every_task_is_caught_and_retried(states: dict[str, dict[str, Any]]) -> None:
@@ -98,36 +125,27 @@ def test_retry_policies_match_each_service(states: dict[str, dict[str, Any]]) ->
     assert lambda_retry["MaxAttempts"] == 6
     assert lambda_retry["BackoffRate"] == 2
     (train_retry,) = states["Train model"]["Retry"]
-    assert train_retry["ErrorEquals"] == retries.SAGEMAKER_TRANSIENT
+    assert train_retry["ErrorEquals"] == ["SageMaker.AmazonSageMakerException"]
     # A second CreateTrainingJob with the same name can only fail: one retry at most.
     assert train_retry["MaxAttempts"] == 2
+    (describe_retry,) = states["Check endpoint status"]["Retry"]
+    assert describe_retry["ErrorEquals"] == ["SageMaker.SageMakerException"]
     (sns_retry,) = states["Notify run succeeded"]["Retry"]
     assert sns_retry["ErrorEquals"] == retries.SNS_TRANSIENT
 
 
-def test_gate_rejects_missing_metric_threshold_and_not_better_than_best(
+def test_the_gate_follows_the_record_functions_decision(
     states: dict[str, dict[str, Any]],
 ) -> None:
     gate = states["Passes evaluation gate?"]
-    assert gate["Default"] == "Register model"
-    missing, threshold, best = gate["Choices"]
-    assert missing == {
-        "Not": {"Variable": "$.recorded.evaluation.value", "IsNumeric": True},
-        "Next": "Record gate rejection",
-        "Comment": "no metric",
-    }
-    assert threshold["And"][1] == {
-        "Variable": "$.recorded.evaluation.value",
-        "NumericGreaterThanPath": "$.recorded.evaluation.threshold",
-    }
-    assert best["And"][0] == {
-        "Variable": "$.recorded.evaluation.must_beat_best_approved",
-        "BooleanEquals": True,
-    }
-    assert best["And"][2]["NumericGreaterThanEqualsPath"] == (
-        "$.recorded.evaluation.best_approved_value"
-    )
-    assert {threshold["Next"], best["Next"]} == {"Record gate rejection"}
+    assert gate["Choices"] == [
+        {
+            "Variable": "$.recorded.evaluation.passed",
+            "BooleanEquals": True,
+            "Next": "Register model",
+        }
+    ]
+    assert gate["Default"] == "Record gate rejection"
 
 
 def test_deploy_only_when_requested_and_approved(states: dict[str, dict[str, Any]]) -> None:
@@ -151,10 +169,24 @@ def test_endpoint_wait_is_bounded_and_failures_roll_back(
     assert states["Count wait"]["Parameters"] == {"value.$": "States.MathAdd($.endpoint.polls, 1)"}
     assert states["Smoke test endpoint"]["Catch"][0]["Next"] == "Previous config to restore?"
     rollback = states["Previous config to restore?"]
-    assert rollback["Choices"][0]["Next"] == "Restore previous endpoint config"
+    assert rollback["Choices"] == [
+        {
+            "Variable": "$.endpoint.rollback.action",
+            "StringEquals": "restore",
+            "Next": "Restore previous endpoint config",
+        }
+    ]
     assert rollback["Default"] == "Delete failed endpoint"
+    assert states["Nothing to roll back to"]["Result"] == {"action": "delete"}
     restore = states["Restore previous endpoint config"]
     assert restore["Parameters"]["EndpointConfigName.$"] == "$.endpoint.rollback.previous_config"
+    assert restore["Next"] == "Start restore wait counter"
+    verdict = states["Restored endpoint in service?"]
+    assert verdict["Choices"][0]["Next"] == "Previous config serves again"
+    # Terminal statuses end the wait at once; anything else is polled again.
+    unusable = states["Endpoint in service?"]["Choices"][3]
+    assert unusable["Next"] == "Endpoint unusable"
+    assert {c["StringEquals"] for c in unusable["Or"]} == {"UpdateRollbackFailed", "Deleting"}
 
 
 def test_model_is_served_network_isolated_in_the_vpc(states: dict[str, dict[str, Any]]) -> None:

@@ -16,6 +16,7 @@ HAPPY_PATH = [
     "Train or deploy?",
     "Record run started",
     "Train model",
+    "Training completed?",
     "Record training and evaluation",
     "Passes evaluation gate?",
     "Register model",
@@ -24,6 +25,7 @@ HAPPY_PATH = [
     "Create model",
     "Create endpoint config",
     "Find current endpoint",
+    "Endpoint missing?",
     "Create endpoint",
     "Nothing to roll back to",
     "Start wait counter",
@@ -88,7 +90,8 @@ def test_happy_path_trains_records_registers_deploys_and_notifies(workflow: Work
     assert job["ExperimentConfig"]["TrialName"] == run["trial_name"]
     assert job["Environment"]["FT_RUN_ID"] == run_id
     identity = json.loads(job["Environment"]["FT_DATASET_IDENTITY"])
-    assert identity["train"]["objects"][0]["version_id"]
+    assert identity["train"]["version_id"] == run["datasets"]["train"]["objects"][0]["version_id"]
+    assert identity["train"]["objects"] == 1
     assert "@sha256:" in job["AlgorithmSpecification"]["TrainingImage"]
 
     (package,) = packages(workflow)
@@ -207,7 +210,7 @@ def test_gate_compares_with_the_best_approved_model(workflow: Workflow) -> None:
     assert len(packages(workflow)) == 2
 
 
-def test_failed_endpoint_update_restores_the_previous_config(workflow: Workflow) -> None:
+def test_failed_endpoint_update_is_rolled_back_by_sagemaker(workflow: Workflow) -> None:
     deployment = {"enabled": True, "endpoint_name": "chat"}
     first = workflow.run(workflow.base_request(run_name="v1", deployment=deployment))
     assert first.status == "SUCCEEDED", first.cause
@@ -216,36 +219,60 @@ def test_failed_endpoint_update_restores_the_previous_config(workflow: Workflow)
 
     second = workflow.run(workflow.base_request(run_name="v2", deployment=deployment))
 
+    # SageMaker rolls a failed update back itself: the endpoint serves the previous config.
     assert second.status == "FAILED"
-    assert second.error == "EndpointFailed"
-    assert "Update endpoint" in second.states
-    assert "Restore previous endpoint config" in second.states
+    assert second.error == "EndpointUpdateFailed"
+    assert "Update rolled back by SageMaker" in second.states
+    assert "Restore previous endpoint config" not in second.states
     assert second.states[-5:] == FAILURE_TAIL
     endpoint = workflow.client("sagemaker").describe_endpoint(EndpointName="llmft-local-chat")
     assert endpoint["EndpointConfigName"] == previous_config
     assert endpoint["EndpointStatus"] == "InService"
-    assert workflow.endpoints.deployed[-2:] == [
-        ("llmft-local-chat", "llmft-local-v2"),
-        ("llmft-local-chat", previous_config),
-    ]
 
 
-def test_failed_smoke_test_on_an_update_rolls_back(workflow: Workflow) -> None:
+def test_failed_smoke_test_on_an_update_restores_and_waits_for_the_previous_config(
+    workflow: Workflow,
+) -> None:
     deployment = {"enabled": True, "endpoint_name": "chat"}
-    assert workflow.run(workflow.base_request(run_name="v1", deployment=deployment)).status == (
-        "SUCCEEDED"
-    )
+    first = workflow.run(workflow.base_request(run_name="v1", deployment=deployment))
+    assert first.status == "SUCCEEDED"
+    previous_config = first.output["run"]["deployment"]["endpoint_config_name"]  # type: ignore[index]
     workflow.endpoints.broken_answers.add("llmft-local-chat")
 
     result = workflow.run(workflow.base_request(run_name="v2", deployment=deployment))
 
     assert result.status == "FAILED"
     assert result.error == "SmokeTestFailed"
-    assert "Restore previous endpoint config" in result.states
-    assert workflow.endpoints.serving["llmft-local-chat"] == "llmft-local-v1"
+    restore = result.states.index("Restore previous endpoint config")
+    assert result.states[restore + 1 : restore + 6] == [
+        "Start restore wait counter",
+        "Wait for restored endpoint",
+        "Check restored endpoint",
+        "Restored endpoint in service?",
+        "Previous config serves again",
+    ]
+    assert workflow.endpoints.serving["llmft-local-chat"] == previous_config
+    record = run_record(workflow, "v2")
+    error = record["milestones"][-1]["error"]
+    assert error["Error"] == "SmokeTestFailed"
+    assert error["rollback"] == {"outcome": "restored", "endpoint_config": previous_config}
 
 
-def test_failed_new_endpoint_is_deleted(workflow: Workflow) -> None:
+def test_a_model_that_computes_something_else_is_rolled_back(workflow: Workflow) -> None:
+    workflow.endpoints.misreading.add("llmft-local-read")
+
+    result = workflow.run(
+        workflow.base_request(
+            run_name="misread", deployment={"enabled": True, "endpoint_name": "read"}
+        )
+    )
+
+    assert result.error == "SmokeTestFailed"
+    assert "computes another model than training" in result.cause_json()["errorMessage"]
+    assert workflow.endpoints.deleted == ["llmft-local-read"]
+
+
+def test_failed_new_endpoint_is_deleted_recorded_and_notified(workflow: Workflow) -> None:
     workflow.endpoints.failing_configs.add("llmft-local-fresh")
 
     result = workflow.run(
@@ -254,9 +281,64 @@ def test_failed_new_endpoint_is_deleted(workflow: Workflow) -> None:
         )
     )
 
+    # AWS fails a Choice on a missing path with States.Runtime, which nothing catches: the
+    # rollback plan is always written, so the cleanup path runs to the end.
     assert result.status == "FAILED"
+    assert result.error == "EndpointFailed"
     assert "Delete failed endpoint" in result.states
+    assert result.states[-5:] == FAILURE_TAIL
     assert workflow.endpoints.deleted == ["llmft-local-new"]
+    record = run_record(workflow, "fresh")
+    assert record["status"] == "failed"
+    assert record["milestones"][-1]["error"]["rollback"] == {"outcome": "deleted"}
+    assert "EndpointFailed" in notifications(workflow)[-1]
+
+
+def test_update_rollback_failure_stops_waiting_at_once(workflow: Workflow) -> None:
+    deployment = {"enabled": True, "endpoint_name": "chat"}
+    assert workflow.run(workflow.base_request(run_name="v1", deployment=deployment)).status == (
+        "SUCCEEDED"
+    )
+    workflow.endpoints.update_outcomes["llmft-local-v2"] = "UpdateRollbackFailed"
+
+    result = workflow.run(workflow.base_request(run_name="v2", deployment=deployment))
+
+    assert result.error == "EndpointUnusable"
+    assert result.states.count("Check endpoint status") == 1
+    assert "UpdateRollbackFailed" in (result.cause or "")
+
+
+@pytest.mark.parametrize("stopped_jobs", ["succeed", "fail"])
+def test_a_stopped_training_job_is_never_registered(
+    local_templates: Any, stopped_jobs: str
+) -> None:
+    from tests.workflow.conftest import _workflow
+
+    for flow in _workflow(local_templates, stopped_jobs=stopped_jobs):
+        flow.training.status = "Stopped"
+        result = flow.run(flow.base_request(run_name="stopped", deployment={"enabled": True}))
+
+        assert result.status == "FAILED"
+        assert "Register model" not in result.states
+        assert packages(flow) == []
+        assert run_record(flow, "stopped")["status"] == "failed"
+        if stopped_jobs == "succeed":
+            assert result.error == "TrainingNotCompleted"
+            assert "ended Stopped" in (result.cause or "")
+
+
+def test_an_endpoint_lookup_error_is_not_taken_for_a_missing_endpoint(workflow: Workflow) -> None:
+    workflow.faults.faults["Find current endpoint"] = (
+        "SageMaker.SageMakerException",
+        "Rate exceeded (Service: SageMaker, Status Code: 400, Request ID: x)",
+    )
+
+    result = workflow.run(workflow.base_request(run_name="throttled", deployment={"enabled": True}))
+
+    assert result.error == "SageMaker.SageMakerException"
+    assert "Endpoint lookup failed" in result.states
+    assert "Create endpoint" not in result.states
+    assert workflow.endpoints.deployed == []
 
 
 def test_bad_request_fails_in_launch_naming_the_field_and_starts_nothing(
@@ -334,6 +416,22 @@ def test_pending_model_deploys_after_approval_with_a_deploy_request(
         "Create model",
     ]
     assert "Train model" not in deployed.states
-    assert flow.endpoints.serving == {"llmft-local-reviewed": "llmft-local-reviewed-run"}
+    config = deployed.output["run"]["deployment"]["endpoint_config_name"]  # type: ignore[index]
+    assert config.startswith("llmft-local-reviewed-run-")
+    assert flow.endpoints.serving == {"llmft-local-reviewed": config}
+    # Deploying the same run again creates a model and config of its own: SageMaker refuses
+    # existing names.
+    again = flow.run(
+        {
+            "deploy_run": "reviewed-run",
+            "deployment": {
+                "enabled": True,
+                "endpoint_name": "reviewed",
+                "initial_instance_count": 2,
+            },
+        }
+    )
+    assert again.status == "SUCCEEDED", again.cause
+    assert flow.endpoints.serving["llmft-local-reviewed"] not in (config,)
     record = run_record(flow, "reviewed-run")
     assert [m["milestone"] for m in record["milestones"]][-2:] == ["deployed", "completed"]

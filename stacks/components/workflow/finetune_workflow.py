@@ -13,7 +13,7 @@ from constructs import Construct
 from stacks.components.arns import sagemaker_arn
 from stacks.components.encrypted_log_group import encrypted_log_group
 from stacks.components.managed_policy_role import ManagedPolicyRole
-from stacks.components.workflow.definition import FineTuneDefinition, WorkflowResources
+from stacks.components.workflow.definition import WorkflowResources, build_definition
 from stacks.nag import acknowledge_wildcard_resources
 
 #: Longest a run may take end to end: SageMaker's 28-day training ceiling is not a realistic
@@ -22,7 +22,7 @@ RUN_TIMEOUT = cdk.Duration.days(7)
 
 
 class FineTuneWorkflow(Construct):
-    """A Standard state machine (``state_machine_name``) built by FineTuneDefinition, with
+    """A Standard state machine (``state_machine_name``) built by build_definition, with
     ALL-level execution logging (inputs/outputs included) to an encrypted log group, X-Ray
     tracing, a role scoped to the platform's jobs, models, endpoints, roles and functions, and an
     alarm that notifies the run topic when executions fail or time out.
@@ -66,7 +66,7 @@ class FineTuneWorkflow(Construct):
             retention_days=log_retention_days,
             log_group_name=f"/aws/vendedlogs/states/{state_machine_name}",
         )
-        definition = FineTuneDefinition(self, resources).build()
+        definition = build_definition(self, resources)
         self.state_machine = sfn.StateMachine(
             self,
             "StateMachine",

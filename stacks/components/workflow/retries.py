@@ -19,13 +19,16 @@ LAMBDA_TRANSIENT = [
 ]
 
 #: SageMaker control-plane calls (Create*/Describe*/Update*) share per-account TPS quotas (a few
-#: calls per second for Create*); throttling and internal errors surface under these names.
-SAGEMAKER_TRANSIENT = [
-    "SageMaker.AmazonSageMakerException",
-    "SageMaker.ThrottlingException",
-    "SageMaker.InternalFailure",
-    "SageMaker.ServiceUnavailable",
-]
+#: calls per second for Create*). The optimised integrations (``states:::sagemaker:*``) report
+#: every unmodeled SageMaker error - throttling and internal errors included - as
+#: ``SageMaker.AmazonSageMakerException`` (the AWS SDK for Java v1 exception); a validation error
+#: under the same name is retried too, boundedly, because the name cannot tell them apart.
+SAGEMAKER_TRANSIENT = ["SageMaker.AmazonSageMakerException"]
+
+#: The AWS SDK integrations (``states:::aws-sdk:sagemaker:*``) name errors
+#: ``<Service>.<Error>Exception``; unmodeled ones (ThrottlingException, InternalFailure,
+#: ValidationException) arrive as ``SageMaker.SageMakerException``.
+SAGEMAKER_SDK_TRANSIENT = ["SageMaker.SageMakerException"]
 
 #: SNS Publish: 30,000 TPS default in large regions; a retry is cheap and a duplicate
 #: notification is harmless.
@@ -48,13 +51,24 @@ def lambda_retry() -> dict[str, Any]:
     )
 
 
-def sagemaker_retry(*, max_attempts: int = 5) -> dict[str, Any]:
+def sagemaker_retry(*, max_attempts: int = 3) -> dict[str, Any]:
     return dict(
         errors=SAGEMAKER_TRANSIENT,
         interval=cdk.Duration.seconds(5),
         max_attempts=max_attempts,
         backoff_rate=2,
         max_delay=cdk.Duration.seconds(120),
+        jitter_strategy=sfn.JitterType.FULL,
+    )
+
+
+def sagemaker_sdk_retry() -> dict[str, Any]:
+    return dict(
+        errors=SAGEMAKER_SDK_TRANSIENT,
+        interval=cdk.Duration.seconds(2),
+        max_attempts=3,
+        backoff_rate=2,
+        max_delay=cdk.Duration.seconds(30),
         jitter_strategy=sfn.JitterType.FULL,
     )
 

@@ -1,0 +1,177 @@
+"""The run document: what the launch function resolves a request into and every later step reads.
+
+It travels in the execution's state as ``$.run``; the state machine's JSONPaths, the record
+function, the CLI and the local backend all read it as this type. A test checks that every
+``$.run...`` path in the synthesized definition exists in ``RunDocument``'s JSON schema, so a
+renamed field breaks a test, not a run. ``TrainedRecord`` is the same for ``$.recorded`` (what the
+record function returns after training, including the gate's decision, made once, there).
+
+Names of SageMaker API structures (``resource_config``, ``stopping_condition``,
+``input_data_config``, serving environment) are serialized exactly as the API takes them: the
+state machine passes them through unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
+
+from runspec.request import Evaluation
+
+__all__ = [
+    "MAX_STATE_BYTES",
+    "DeploymentPlan",
+    "GateDecision",
+    "PinnedDataset",
+    "PinnedObject",
+    "Registration",
+    "ResourceConfig",
+    "RunDocument",
+    "TrainedRecord",
+    "TrainingImage",
+    "TrainingJob",
+]
+
+#: Step Functions refuses a state input or output over 256 KiB (States.DataLimitExceeded). The run
+#: document is part of every state; it must leave room for the rest of the state.
+MAX_STATE_BYTES = 256 * 1024
+
+
+class _Document(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PinnedObject(_Document):
+    key: str
+    version_id: str | None
+    etag: str
+    size: int
+
+
+class PinnedDataset(_Document):
+    """A channel's exact objects at launch: SageMaker reads the latest versions, so these are
+    what the job read unless someone wrote the key in between (the job logs sha256s too)."""
+
+    uri: str
+    objects: list[PinnedObject]
+
+
+class TrainingImage(_Document):
+    option: Literal["custom-image", "script-mode"]
+    uri: str
+    digest: str | None = None
+    tag: str | None = None
+    source_s3_uri: str | None = None
+
+
+class ResourceConfig(_Document):
+    """CreateTrainingJob ``ResourceConfig``. The volume key is set only for instance types with
+    EBS storage: SageMaker refuses VolumeKmsKeyId for NVMe instance storage."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    instance_type: str = Field(alias="InstanceType")
+    instance_count: int = Field(alias="InstanceCount")
+    volume_size_gb: int = Field(alias="VolumeSizeInGB")
+    volume_kms_key_id: str | None = Field(default=None, alias="VolumeKmsKeyId")
+
+    @model_serializer(mode="wrap")
+    def _api_shape(self, handler: Any) -> dict[str, Any]:
+        fields: dict[str, Any] = handler(self)
+        return {key: value for key, value in fields.items() if value is not None}
+
+
+class TrainingJob(_Document):
+    image_uri: str
+    instance_type: str
+    instance_count: int
+    volume_size_gb: int
+    resource_config: ResourceConfig
+    spot: bool
+    #: CreateTrainingJob HyperParameters: strings, as the sagemaker-training toolkit passes them.
+    hyperparameters: dict[str, str]
+    input_data_config: list[dict[str, Any]]
+    output_path: str
+    checkpoint_s3_uri: str
+    stopping_condition: dict[str, int]
+    #: FT_DATASET_IDENTITY: what the job records as its inputs (a training job environment value
+    #: is at most 512 characters).
+    dataset_identity: Annotated[str, Field(max_length=512)]
+
+
+class Registration(_Document):
+    model_package_group: str
+    approval_status: Literal["PendingManualApproval", "Approved"]
+
+
+class DeploymentPlan(_Document):
+    """What the deploy steps create: names unique per deployment (SageMaker refuses an existing
+    model or endpoint config name), the serving container's environment and the wait bounds."""
+
+    enabled: bool
+    approved: bool
+    endpoint_name: str
+    model_name: str
+    endpoint_config_name: str
+    instance_type: str
+    initial_instance_count: int
+    #: The serving container's environment, as CreateModel takes it.
+    serving_environment: dict[str, str]
+    poll_seconds: int
+    max_polls: int
+
+
+class RunDocument(_Document):
+    """``$.run``: a resolved run (``mode: train``) or the deployment of an earlier run's
+    approved model (``mode: deploy``; then ``model_artifacts`` and ``model_package_arn`` name
+    what is deployed)."""
+
+    mode: Literal["train", "deploy"]
+    run_id: str
+    execution_name: str | None
+    experiment_name: str
+    trial_name: str
+    training_job_name: str
+    #: The validated request with its defaults (schema version 1).
+    request: dict[str, Any]
+    base_model: str
+    datasets: dict[str, PinnedDataset]
+    image: TrainingImage
+    training: TrainingJob
+    #: The gate the run must pass, as requested.
+    evaluation: Evaluation
+    registration: Registration
+    deployment: DeploymentPlan
+    tags: list[dict[str, str]]
+    model_artifacts: str | None = None
+    model_package_arn: str | None = None
+
+    def to_state(self) -> dict[str, Any]:
+        """The JSON the workflow carries (API structures in their API shape)."""
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class GateDecision(_Document):
+    """The gate, decided once by the record function; the state machine branches on ``passed``."""
+
+    metric: str
+    value: float | None
+    threshold: float | None
+    must_beat_best_approved: bool
+    best_approved_value: float | None
+    best_approved_package: str | None
+    passed: bool
+    reason: str
+
+
+class TrainedRecord(_Document):
+    """``$.recorded``: the finished job's metrics, the gate's decision and what registration
+    attaches to the model package."""
+
+    recorded: Literal["trained"]
+    metrics: dict[str, float]
+    billable_seconds: int | None
+    evaluation: GateDecision
+    model_metrics_s3_uri: str
+    package_metadata: dict[str, str]

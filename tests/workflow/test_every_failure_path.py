@@ -1,0 +1,270 @@
+"""Every Task of the executed workflow fails in turn, and every service outcome AWS can report
+instead of success happens: each execution must end handled - the run recorded as failed (unless
+recording is what failed), a failure notification sent (unless sending is what failed), nothing
+left half-deployed - and never in States.Runtime, which no Catch handles on AWS.
+
+The Task states come from the synthesized definition: a new Task without a scenario that
+reaches it fails ``test_every_task_state_is_walked``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from finetune.local.cfn import Intrinsics
+from finetune.local.executions import ExecutionResult
+from tests.infra.synth import Synthesized
+from tests.report import report
+from tests.workflow.conftest import Workflow
+from tests.workflow.test_execution import notifications, run_record
+
+FAULT = ("Injected.ServiceFailure", "injected by the failure walk")
+#: Where the failure path itself is tested, a primary failure takes the run there first.
+PRIMARY = "CUDA out of memory (primary failure)"
+
+
+@dataclass
+class Scenario:
+    """How to reach a state: optional set-up runs, then the run under test."""
+
+    request: Callable[[Workflow], dict[str, Any]]
+    before: Callable[[Workflow], None] = lambda flow: None
+    #: The endpoint the run deploys to, and whether it existed before the run.
+    endpoint: str | None = None
+    endpoint_existed: bool = False
+    #: The fault is in a state after the deployment was recorded: the endpoint stays.
+    deployment_recorded: bool = False
+    expect_record: bool = True
+    expect_notification: bool = True
+    notes: list[str] = field(default_factory=list)
+
+
+def _new_endpoint(flow: Workflow) -> dict[str, Any]:
+    return flow.base_request(run_name="walk", deployment={"enabled": True, "endpoint_name": "new"})
+
+
+def _update(flow: Workflow) -> dict[str, Any]:
+    return flow.base_request(run_name="walk", deployment={"enabled": True, "endpoint_name": "chat"})
+
+
+def _baseline(flow: Workflow) -> None:
+    request = flow.base_request(
+        run_name="base", deployment={"enabled": True, "endpoint_name": "chat"}
+    )
+    assert flow.run(request).status == "SUCCEEDED"
+
+
+def _smoke_fails(flow: Workflow) -> None:
+    _baseline(flow)
+    flow.endpoints.broken_answers.add("llmft-local-chat")
+
+
+def _new_endpoint_fails(flow: Workflow) -> None:
+    flow.endpoints.failing_configs.add("llmft-local-walk")
+
+
+def _training_fails(flow: Workflow) -> None:
+    flow.training.failure_reason = PRIMARY
+
+
+def _rejected(flow: Workflow) -> dict[str, Any]:
+    return flow.base_request(run_name="walk", evaluation={"threshold": 0.5})
+
+
+def _invalid(flow: Workflow) -> dict[str, Any]:
+    return {"training": {"instance_type": "ml.t3.medium"}}
+
+
+NEW = Scenario(_new_endpoint, endpoint="llmft-local-new")
+SCENARIOS: dict[str, Scenario] = {
+    "Validate and resolve run": NEW,
+    "Record run started": NEW,
+    "Train model": NEW,
+    "Record training and evaluation": NEW,
+    "Register model": NEW,
+    "Record registration": NEW,
+    "Create model": NEW,
+    "Create endpoint config": NEW,
+    "Find current endpoint": NEW,
+    "Create endpoint": NEW,
+    "Check endpoint status": NEW,
+    "Smoke test endpoint": NEW,
+    "Record deployment": NEW,
+    "Record completion": Scenario(
+        _new_endpoint, endpoint="llmft-local-new", deployment_recorded=True
+    ),
+    "Notify run succeeded": Scenario(
+        _new_endpoint, endpoint="llmft-local-new", deployment_recorded=True
+    ),
+    "Update endpoint": Scenario(
+        _update, _baseline, endpoint="llmft-local-chat", endpoint_existed=True
+    ),
+    "Restore previous endpoint config": Scenario(
+        _update, _smoke_fails, endpoint="llmft-local-chat", endpoint_existed=True
+    ),
+    "Check restored endpoint": Scenario(
+        _update, _smoke_fails, endpoint="llmft-local-chat", endpoint_existed=True
+    ),
+    "Delete failed endpoint": Scenario(
+        _new_endpoint, _new_endpoint_fails, endpoint="llmft-local-new"
+    ),
+    "Record gate rejection": Scenario(_rejected),
+    "Notify gate rejection": Scenario(_rejected),
+    "Record failure": Scenario(_new_endpoint, _training_fails, expect_record=False),
+    "Notify run failed": Scenario(_new_endpoint, _training_fails, expect_notification=False),
+    "Record invalid request": Scenario(_invalid, expect_record=False),
+}
+
+
+def task_states(synthesized: Synthesized) -> list[str]:
+    intrinsics = Intrinsics(synthesized.templates)
+    intrinsics.attribute_fallback = lambda stack, logical, attribute: f"<{logical}.{attribute}>"
+    for stack, template in synthesized.templates.items():
+        for logical_id in template["Resources"]:
+            intrinsics.physical[(stack, logical_id)] = f"<{logical_id}>"
+    (machine,) = intrinsics.logical_ids("Workflow", "AWS::StepFunctions::StateMachine")
+    states = json.loads(intrinsics.properties("Workflow", machine)["DefinitionString"])["States"]
+    return sorted(name for name, state in states.items() if state["Type"] == "Task")
+
+
+#: States of a rollback: a fault there comes on top of the failure being rolled back.
+ROLLBACK_STATES = (
+    "Restore previous endpoint config",
+    "Check restored endpoint",
+    "Delete failed endpoint",
+)
+
+
+def test_every_task_state_is_walked(local_templates: Synthesized) -> None:
+    tasks = task_states(local_templates)
+    assert sorted(SCENARIOS) == tasks
+    report("failure walk", f"{len(tasks)} Task states, each failed in turn")
+
+
+def assert_handled(flow: Workflow, result: ExecutionResult, state: str, scenario: Scenario) -> None:
+    """Recorded, notified, nothing left running - and the cause is the real one."""
+    assert result.status == "FAILED", f"{state}: {result.status}"
+    assert result.error != "States.Runtime", f"{state}: {result.cause}"
+    assert state in flow.faults.fired, f"{state} was never reached"
+    error_text = f"{result.error} {result.cause}"
+    if state in ROLLBACK_STATES:
+        # The run failed first (smoke test, endpoint); the fault hit its rollback, which the
+        # record keeps beside the original error.
+        record = run_record(flow, "walk")
+        assert record["milestones"][-1]["error"]["rollback"]["Error"] == FAULT[0], state
+    elif state != "Record invalid request":
+        primary = PRIMARY if scenario.before is _training_fails else FAULT[1]
+        assert primary in error_text or FAULT[0] in error_text, f"{state}: {error_text[:300]}"
+    if scenario.expect_record and state != "Validate and resolve run":
+        record = run_record(flow, "walk")
+        assert record["status"] == "failed", f"{state}: recorded {record['status']}"
+    if scenario.expect_notification:
+        assert any("failed" in message for message in notifications(flow)), state
+    if scenario.endpoint is None:
+        return
+    sagemaker = flow.client("sagemaker")
+    endpoints = {e["EndpointName"]: e for e in sagemaker.list_endpoints()["Endpoints"]}
+    if state == "Delete failed endpoint":
+        return  # it could not be deleted: the record says so (above)
+    if scenario.endpoint_existed:
+        endpoint = sagemaker.describe_endpoint(EndpointName=scenario.endpoint)
+        assert endpoint["EndpointStatus"] == "InService", state
+        if state not in ("Restore previous endpoint config", "Check restored endpoint"):
+            assert endpoint["EndpointConfigName"].startswith("llmft-local-base-"), state
+    elif scenario.deployment_recorded:
+        assert endpoints[scenario.endpoint]["EndpointStatus"] == "InService", state
+    else:
+        assert scenario.endpoint not in endpoints, f"{state}: {scenario.endpoint} left behind"
+
+
+@pytest.mark.parametrize("state", sorted(SCENARIOS))
+def test_a_failure_in_each_task_is_handled(workflow: Workflow, state: str) -> None:
+    scenario = SCENARIOS[state]
+    scenario.before(workflow)
+    workflow.faults.faults[state] = FAULT
+
+    result = workflow.run(scenario.request(workflow))
+
+    assert_handled(workflow, result, state, scenario)
+    report("failure walk", f"fault in {state!r}: ended {result.error}, handled")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A service reports something other than success."""
+
+    name: str
+    setup: Callable[[Workflow], None]
+    request: Callable[[Workflow], dict[str, Any]]
+    error: str
+    endpoint: str | None = None
+    endpoint_existed: bool = False
+
+
+def _stopped(flow: Workflow) -> None:
+    flow.training.status = "Stopped"
+
+
+def _update_rollback_failed(flow: Workflow) -> None:
+    _baseline(flow)
+    flow.endpoints.update_outcomes["llmft-local-walk"] = "UpdateRollbackFailed"
+
+
+def _update_fails(flow: Workflow) -> None:
+    _baseline(flow)
+    flow.endpoints.failing_configs.add("llmft-local-walk")
+
+
+def _restore_fails(flow: Workflow) -> None:
+    _smoke_fails(flow)
+    flow.endpoints.failing_configs.add("llmft-local-base")
+
+
+OUTCOMES = [
+    Outcome("training job Failed", _training_fails, _new_endpoint, "RunFailed"),
+    Outcome("training job Stopped", _stopped, _new_endpoint, "TrainingNotCompleted"),
+    Outcome(
+        "new endpoint Failed",
+        _new_endpoint_fails,
+        _new_endpoint,
+        "EndpointFailed",
+        "llmft-local-new",
+    ),
+    Outcome(
+        "update Failed (SageMaker rolls back)",
+        _update_fails,
+        _update,
+        "EndpointUpdateFailed",
+        "llmft-local-chat",
+        True,
+    ),
+    Outcome("update UpdateRollbackFailed", _update_rollback_failed, _update, "EndpointUnusable"),
+    Outcome("restore Failed", _restore_fails, _update, "SmokeTestFailed"),
+]
+
+
+@pytest.mark.parametrize("outcome", OUTCOMES, ids=lambda o: o.name)
+def test_each_non_success_a_service_reports_is_handled(
+    workflow: Workflow, outcome: Outcome
+) -> None:
+    outcome.setup(workflow)
+
+    result = workflow.run(outcome.request(workflow))
+
+    assert result.status == "FAILED"
+    assert result.error == outcome.error, result.cause
+    assert run_record(workflow, "walk")["status"] == "failed"
+    assert any("failed" in message for message in notifications(workflow))
+    endpoints = {
+        e["EndpointName"]: e for e in workflow.client("sagemaker").list_endpoints()["Endpoints"]
+    }
+    if outcome.endpoint is not None and not outcome.endpoint_existed:
+        assert outcome.endpoint not in endpoints
+    elif outcome.endpoint is not None:
+        assert endpoints[outcome.endpoint]["EndpointStatus"] == "InService"
+    report("failure walk", f"service outcome {outcome.name!r}: ended {result.error}, handled")
