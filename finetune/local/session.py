@@ -297,9 +297,17 @@ class LocalSession:
     def _clear_attempt(
         self, platform: EmulatedPlatform, execution: ExecutionRow
     ) -> dict[str, Any] | None:
-        """Before an interrupted run starts again: its run record and evaluation move out of the
-        way (the store keeps the record with the interrupted attempt), so the new attempt
-        records a run of its own instead of merging into the old one."""
+        """Before an interrupted execution starts again: the SageMaker model and endpoint config
+        its deployment created go (their names derive from the execution's name, which the new
+        attempt keeps, and SageMaker refuses an existing name); for a run, its run record and
+        evaluation move out of the way (the store keeps the record with the interrupted attempt),
+        so the new attempt records a run of its own instead of merging into the old one."""
+        sagemaker = platform.client("sagemaker")
+        for name in _deployment_names(platform, execution):
+            with contextlib.suppress(Exception):  # not created before the interruption
+                sagemaker.delete_endpoint_config(EndpointConfigName=name)
+            with contextlib.suppress(Exception):
+                sagemaker.delete_model(ModelName=name)
         if execution.kind != "run":
             return None
         record = self.store.run_record(execution.run_id)
@@ -308,6 +316,17 @@ class LocalSession:
         for key in self.store.object_keys(bucket, f"runs/{execution.run_id}/"):
             s3.delete_object(Bucket=bucket, Key=key)
         return record
+
+
+def _deployment_names(platform: EmulatedPlatform, execution: ExecutionRow) -> list[str]:
+    """The model and endpoint config names a deployment in ``execution`` uses."""
+    import runspec.naming as naming
+
+    name_of = getattr(naming, "deployment_resource_name", None)
+    prefix = platform.launch_environment.get("FT_PREFIX")
+    if name_of is None or not prefix:
+        return []
+    return [str(name_of(prefix, execution.run_id, execution.name))]
 
 
 def check_local_data(local: LocalPlatform, document: dict[str, Any]) -> None:

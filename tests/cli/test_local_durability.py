@@ -117,6 +117,7 @@ class Scenario:
     listed_while_serving: list[dict[str, Any]] = field(default_factory=list)
     listed_after_kills: list[dict[str, Any]] = field(default_factory=list)
     retry: Any = None
+    promote_again: Any = None
     watch_interrupted: Any = None
 
     def log(self, name: str) -> str:
@@ -214,6 +215,9 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Scenario:
         assert listed.exit_code == 0, listed.output
         scene.listed_after_kills = json.loads(listed.stdout)
         scene.watch_interrupted = invoke(state, "watch", "dur-k1")
+
+        # The deployment interrupted mid-way, promoted again: its next attempt, same names.
+        scene.promote_again = invoke(state, "promote", "dur-a", "--json")
 
         # The run interrupted during training, launched again: its next attempt.
         scene.retry = invoke(state, "launch", str(files["dur-k1"]), "--json")
@@ -340,3 +344,12 @@ def test_two_terminals_promoting_at_once_keep_both_packages_and_their_metadata(
         assert packages[name].status == "Approved"
         assert float(packages[name].metadata["eval_loss"]) > 0
         assert packages[name].metadata["training_job"] == f"llmft-local-{name}"
+
+
+def test_an_interrupted_deployment_is_retried_by_promoting_again(scenario: Scenario) -> None:
+    again = scenario.promote_again
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["status"] == "SUCCEEDED"
+    if "attempt 2: the earlier one was interrupted" not in again.stderr:
+        # The kill came after the deployment ended: promoting again returns that deployment.
+        assert "the same request already ran (SUCCEEDED)" in again.stderr
