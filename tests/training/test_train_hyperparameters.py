@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -166,3 +167,18 @@ def test_cli_arg_forms() -> None:
 def test_to_dict_is_plain() -> None:
     hp = parse_hyperparameters({"model_id": "m", "lora_target_modules": ["a", "b"]})
     assert json.loads(json.dumps(hp.to_dict()))["lora_target_modules"] == ["a", "b"]
+
+
+def test_model_id_may_be_left_out_when_a_model_channel_is_given(tmp_path: Path) -> None:
+    """The `model` channel wins over model_id (issue 8): a job with only the channel is valid."""
+    from llm_sft.modeling import resolve_base_model
+
+    hp = parse_hyperparameters({"max_steps": "3"})
+    assert hp.model_id == ""
+    channel = tmp_path / "model"
+    channel.mkdir()
+    (channel / "config.json").write_text("{}")
+    base = resolve_base_model(hp.model_id, channel)
+    assert base.source == "channel"
+    with pytest.raises(Exception, match="no base model"):
+        resolve_base_model(hp.model_id, None)

@@ -258,7 +258,7 @@ def _check_ranges(hp: Hyperparameters) -> None:
         if not ok:
             raise HyperparameterError(message)
 
-    require(bool(hp.model_id), "hyperparameter 'model_id' is required (a hub id or a local path)")
+    # model_id may be empty when a `model` channel is given: resolve_base_model decides.
     require(hp.epochs > 0 or hp.max_steps > 0, "'epochs' must be > 0 unless 'max_steps' is set")
     require(hp.max_steps == -1 or hp.max_steps > 0, "'max_steps' must be -1 or > 0")
     require(hp.learning_rate > 0, "'learning_rate' must be > 0")
