@@ -140,6 +140,9 @@ class PlatformConfig:
     )
     #: Initial approval status of registered model packages.
     model_approval_status: str = "PendingManualApproval"
+    #: Whether a run may set trust_remote_code: code shipped with a model then runs inside the
+    #: training job with the training role's permissions. Off unless the team reviews models.
+    allow_trust_remote_code: bool = False
 
     # Retention
     #: Checkpoints under ``checkpoints/`` in the artifacts bucket expire after this many days.
@@ -246,6 +249,11 @@ class PlatformConfig:
     def resource_name_prefix(self) -> str:
         """Prefix of SageMaker jobs, models and endpoints the workflow creates."""
         return self.prefix
+
+    @property
+    def launch_function_name(self) -> str:
+        """Fixed, so that the Studio role (another stack) may read its configuration."""
+        return f"{self.prefix}-launch-run"
 
     def stack_name(self, part: str) -> str:
         return f"{self.prefix}-{part}"

@@ -17,6 +17,8 @@ from stacks.config import PlatformConfig
 CHECKPOINTS_PREFIX = "checkpoints"
 MODELS_PREFIX = "models"
 DATA_CAPTURE_PREFIX = "data-capture"
+#: Run records (runs/<run id>/run.json), written by the record function.
+RUNS_PREFIX = "runs"
 
 _SINGLE_REGION = (
     "The platform is deployed to one region by design; {what} is protected by versioning and "

@@ -10,6 +10,7 @@ from constructs import Construct
 from stacks.config import PlatformConfig
 from stacks.data_stack import DataStack
 from stacks.network_stack import NetworkStack
+from stacks.shared import SharedResources
 from stacks.studio_stack import StudioStack
 from stacks.tracking_stack import TrackingStack
 from stacks.workflow_stack import WorkflowStack
@@ -50,10 +51,7 @@ def build_platform(scope: Construct, config: PlatformConfig) -> Platform:
         encryption_key=data.encryption_key,
         **common,
     )
-    studio = StudioStack(
-        scope,
-        "Studio",
-        stack_name=config.stack_name("studio"),
+    shared = SharedResources(
         config=config,
         network=network.network,
         encryption_key=data.encryption_key,
@@ -61,19 +59,11 @@ def build_platform(scope: Construct, config: PlatformConfig) -> Platform:
         artifacts_bucket_name=data.artifacts_bucket_name,
         model_package_group_name=tracking.model_package_group_name,
         mlflow_app_arn=tracking.mlflow_app_arn,
-        **common,
+    )
+    studio = StudioStack(
+        scope, "Studio", stack_name=config.stack_name("studio"), shared=shared, **common
     )
     workflow = WorkflowStack(
-        scope,
-        "Workflow",
-        stack_name=config.stack_name("workflow"),
-        config=config,
-        network=network.network,
-        encryption_key=data.encryption_key,
-        datasets_bucket_name=data.datasets_bucket_name,
-        artifacts_bucket_name=data.artifacts_bucket_name,
-        model_package_group_name=tracking.model_package_group_name,
-        mlflow_app_arn=tracking.mlflow_app_arn,
-        **common,
+        scope, "Workflow", stack_name=config.stack_name("workflow"), shared=shared, **common
     )
     return Platform(data=data, network=network, tracking=tracking, studio=studio, workflow=workflow)

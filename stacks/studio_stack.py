@@ -5,14 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import aws_cdk as cdk
-from aws_cdk import aws_kms as kms
 from constructs import Construct
 
-from stacks.components.private_network import PrivateNetwork
 from stacks.components.studio_domain import StudioDomain
 from stacks.components.studio_execution_role import StudioExecutionRole
-from stacks.config import PlatformConfig
-from stacks.data_stack import import_bucket
+from stacks.shared import SharedResources
 
 
 class StudioStack(cdk.Stack):
@@ -23,35 +20,22 @@ class StudioStack(cdk.Stack):
         scope: Construct,
         construct_id: str,
         *,
-        config: PlatformConfig,
-        network: PrivateNetwork,
-        encryption_key: kms.IKey,
-        datasets_bucket_name: str,
-        artifacts_bucket_name: str,
-        model_package_group_name: str,
-        mlflow_app_arn: str | None,
+        shared: SharedResources,
         **kwargs: Any,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
-        datasets_bucket = import_bucket(
-            self, "DatasetsBucket", bucket_name=datasets_bucket_name, encryption_key=encryption_key
-        )
-        artifacts_bucket = import_bucket(
-            self,
-            "ArtifactsBucket",
-            bucket_name=artifacts_bucket_name,
-            encryption_key=encryption_key,
-        )
+        config, network, encryption_key = shared.config, shared.network, shared.encryption_key
+        datasets_bucket, artifacts_bucket = shared.buckets(self)
         self.execution_role = StudioExecutionRole(
             self,
             "ExecutionRole",
             datasets_bucket=datasets_bucket,
             artifacts_bucket=artifacts_bucket,
             encryption_key=encryption_key,
-            state_machine_name=config.state_machine_name,
-            model_package_group_name=model_package_group_name,
-            mlflow_app_arn=mlflow_app_arn,
-            resource_prefix=config.resource_name_prefix,
+            arns=shared.arns(self),
+            mlflow_app_arn=shared.mlflow_app_arn,
+            stack_names=(config.stack_name("data"), config.stack_name("workflow")),
+            launch_function_name=config.launch_function_name,
         )
         self.studio = StudioDomain(
             self,

@@ -46,9 +46,29 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if hasattr(terminalreporter.config, "workerinput"):
         return
     for section, lines in sorted(collected(Path(os.environ[REPORT_ENV])).items()):
-        terminalreporter.write_sep("-", f"{section}: {len(lines)} checks")
-        for line in sorted(set(lines)):
+        terminalreporter.write_sep("-", f"{section}: {sum(lines.values())} checks")
+        if section == IAM_SECTION:
+            _iam_summary(terminalreporter, lines)
+            continue
+        for line in sorted(lines):
             terminalreporter.write_line(f"  {line}")
+
+
+IAM_SECTION = "IAM evaluation"
+
+
+def _iam_summary(terminalreporter: pytest.TerminalReporter, lines: dict[str, int]) -> None:
+    """Per principal: authorizations evaluated and distinct actions (lines are
+    ``principal | action``), then the refusals expected by tests of denials."""
+    principals: dict[str, dict[str, int]] = {}
+    for line, count in lines.items():
+        principal, _, action = line.partition(" | ")
+        principals.setdefault(principal, {})[action] = count
+    for principal, actions in sorted(principals.items()):
+        terminalreporter.write_line(
+            f"  {principal}: {sum(actions.values())} authorizations evaluated, "
+            f"{len(actions)} actions ({', '.join(sorted(actions))})"
+        )
 
 
 @pytest.fixture(scope="session")

@@ -18,18 +18,19 @@ __all__ = ["REPORT_ENV", "collected", "report"]
 REPORT_ENV = "FT_TEST_REPORT"
 
 
-def report(section: str, line: str) -> None:
+def report(section: str, line: str, count: int = 1) -> None:
     path = os.environ.get(REPORT_ENV)
     if not path:
         return
     with Path(path).open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps({"section": section, "line": line}) + "\n")
+        handle.write(json.dumps({"section": section, "line": line, "count": count}) + "\n")
 
 
-def collected(path: Path) -> dict[str, list[str]]:
-    sections: dict[str, list[str]] = defaultdict(list)
+def collected(path: Path) -> dict[str, dict[str, int]]:
+    """Per section, each distinct line with the sum of its counts."""
+    sections: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     if path.exists():
         for raw in path.read_text(encoding="utf-8").splitlines():
             entry = json.loads(raw)
-            sections[entry["section"]].append(entry["line"])
-    return dict(sections)
+            sections[entry["section"]][entry["line"]] += entry.get("count", 1)
+    return {section: dict(lines) for section, lines in sections.items()}

@@ -72,6 +72,14 @@ def deploy_platform(
 
     group = _create_model_package_group(intrinsics)
     for stack in templates:
+        for logical_id in intrinsics.logical_ids(stack, "AWS::SageMaker::MlflowApp"):
+            # Not emulated (the local backend tracks to SQLite), but its ARN is what the IAM
+            # twin evaluates the MLflow calls of jobs and users against.
+            digest = hashlib.sha256(f"{stack}/{logical_id}".encode()).hexdigest()[:12]
+            intrinsics.attribute[(stack, logical_id, "Arn")] = (
+                f"arn:aws:sagemaker:us-east-1:123456789012:mlflow-app/app-{digest}"
+            )
+    for stack in templates:
         for logical_id in intrinsics.logical_ids(stack, "AWS::IAM::Role"):
             role = iam.create_role(
                 RoleName=f"{stack}-{logical_id}"[:64],
@@ -172,7 +180,9 @@ def _create_functions(
         }
         environment.update({k: v for k, v in overrides.items() if k in environment})
         arguments = {
-            "FunctionName": logical_id,
+            "FunctionName": intrinsics.resolve(
+                "Workflow", resource.get("FunctionName", logical_id)
+            ),
             "Role": intrinsics.resolve("Workflow", resource["Role"]),
             "Handler": resource["Handler"],
             "Code": {"ZipFile": b"local: handlers run in-process"},

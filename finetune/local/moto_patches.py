@@ -90,11 +90,15 @@ class Principals(Protocol):
     def acting_as(self, principal_arn: str | None) -> contextlib.AbstractContextManager[None]:
         """Calls inside the block are made by ``principal_arn`` (None: the emulator itself)."""
 
-    def on_training_job(self, parameters: dict[str, Any]) -> None:
-        """What SageMaker does with the job's role when it starts ``parameters``."""
+    def on_training_job(self, parameters: dict[str, Any]) -> list[str]:
+        """What SageMaker does with the job's role when it runs ``parameters``: the refusals
+        (a job whose role may not do its work fails, as on AWS)."""
 
-    def on_endpoint(self, model: dict[str, Any], endpoint_config: dict[str, Any]) -> None:
-        """What SageMaker does with the model's role when it serves ``model``."""
+    def on_endpoint(self, model: dict[str, Any], endpoint_config: dict[str, Any]) -> list[str]:
+        """What SageMaker does with the model's role when it serves ``model``: the refusals."""
+
+    def on_sync_task(self, state_machine_role: str, resource: str) -> list[str]:
+        """What Step Functions does with the state machine's role to wait for a job (.sync)."""
 
     def check(self, call: Any) -> None:
         """Refuse ``call`` (an ApiCall) when its principal may not make it."""
@@ -303,11 +307,23 @@ def _sagemaker_service(
             name = normalised_parameters["TrainingJobName"]
             parameters = dict(normalised_parameters)
             if principals is not None:
-                principals.on_training_job(parameters)
+                context = env.states.context_object.context_object_data
+                waiting = principals.on_sync_task(
+                    context["Execution"].get("RoleArn"), self._get_sfn_resource()
+                )
+                if waiting:
+                    raise RuntimeError("; ".join(waiting))  # the task fails, as on AWS
+            refused = principals.on_training_job(parameters) if principals is not None else []
             with acting_as(None):
                 _emulate_job_trial_component(client, parameters)
-            with acting_as(parameters["RoleArn"]):
-                outcome = runner(parameters) if runner else TrainingOutcome()
+            if refused:
+                # SageMaker reports what the role may not do as the job's failure.
+                outcome = TrainingOutcome(
+                    status="Failed", failure_reason="ClientError: " + "; ".join(refused)[:900]
+                )
+            else:
+                with acting_as(parameters["RoleArn"]):
+                    outcome = runner(parameters) if runner else TrainingOutcome()
             _apply_outcome(resource_runtime_part, name, outcome)
             resource = self._get_sfn_resource()
             resource_type = self._get_sfn_resource_type()
@@ -479,8 +495,13 @@ def _endpoint_patches(host: EndpointHost | None, principals: Principals | None) 
             "ExecutionRoleArn": found.execution_role_arn,
             "PrimaryContainer": found.primary_container,
         }
-        if principals is not None:
-            principals.on_endpoint(model, config)
+        refused = (
+            principals.on_endpoint(model, {**config, "EndpointName": endpoint_name})
+            if principals is not None
+            else []
+        )
+        if refused:
+            return "Failed"  # the container cannot start: the endpoint fails, as on AWS
         with acting_as(model["ExecutionRoleArn"]):
             return host.deploy(endpoint_name, config)
 

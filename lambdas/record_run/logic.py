@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from runspec.request import Evaluation
-from runspec.run import GateDecision, RunDocument, TrainedRecord
+from runspec.run import PACKAGE_METADATA_KEYS, GateDecision, RunDocument, TrainedRecord
 
 __all__ = [
     "EVALUATION_METRICS",
@@ -368,6 +368,7 @@ def _package_metadata(run: RunDocument, metrics: dict[str, float]) -> dict[str, 
     for name in (*EVALUATION_METRICS, "train_loss"):
         if name in metrics:
             metadata[name] = repr(metrics[name])
+    assert set(metadata) <= set(PACKAGE_METADATA_KEYS), "keep PACKAGE_METADATA_KEYS complete"
     return metadata
 
 

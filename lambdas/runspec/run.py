@@ -21,6 +21,7 @@ from runspec.request import Evaluation
 
 __all__ = [
     "MAX_STATE_BYTES",
+    "PACKAGE_METADATA_KEYS",
     "DeploymentPlan",
     "GateDecision",
     "PinnedDataset",
@@ -32,6 +33,19 @@ __all__ = [
     "TrainingImage",
     "TrainingJob",
 ]
+
+#: CustomerMetadataProperties the record function writes on every model package: lineage at a
+#: glance, and the metric values later runs' gates compare against. Nobody may rewrite them
+#: (the Studio role's approval permission denies it).
+PACKAGE_METADATA_KEYS = (
+    "run_id",
+    "training_job",
+    "base_model",
+    "training_image",
+    "eval_loss",
+    "perplexity",
+    "train_loss",
+)
 
 #: Step Functions refuses a state input or output over 256 KiB (States.DataLimitExceeded). The run
 #: document is part of every state; it must leave room for the rest of the state.

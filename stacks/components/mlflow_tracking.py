@@ -8,8 +8,9 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sagemaker as sagemaker
 from constructs import Construct
 
+from stacks.components.key_use import READ_WRITE, use_key_via
 from stacks.components.managed_policy_role import ManagedPolicyRole
-from stacks.nag import acknowledge_wildcard_actions, acknowledge_wildcard_resources
+from stacks.nag import acknowledge_wildcard_resources
 
 #: Artifacts (run files, logged models) live under this prefix of the artifacts bucket.
 MLFLOW_ARTIFACT_PREFIX = "mlflow"
@@ -43,7 +44,35 @@ class MlflowTracking(Construct):
             assumed_by=iam.ServicePrincipal("sagemaker.amazonaws.com"),
             description="SageMaker AI MLflow App: artifact store and automatic model registration",
         )
-        artifacts_bucket.grant_read_write(self.role, f"{MLFLOW_ARTIFACT_PREFIX}/*")
+        artifacts = artifacts_bucket.arn_for_objects(f"{MLFLOW_ARTIFACT_PREFIX}/*")
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ArtifactStore",
+                actions=[
+                    "s3:GetObject",
+                    "s3:PutObject",
+                    "s3:DeleteObject",
+                    "s3:AbortMultipartUpload",
+                ],
+                resources=[artifacts],
+            )
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ListArtifactStore",
+                actions=["s3:ListBucket", "s3:GetBucketLocation"],
+                resources=[artifacts_bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{MLFLOW_ARTIFACT_PREFIX}/*"]}},
+            )
+        )
+        if artifacts_bucket.encryption_key is not None:
+            use_key_via(
+                self.role,
+                artifacts_bucket.encryption_key,
+                services=["s3"],
+                actions=READ_WRITE,
+                sid="UseKeyViaS3",
+            )
         registry_resources = [
             stack.format_arn(service="sagemaker", resource="model-package-group/*"),
             stack.format_arn(service="sagemaker", resource="model-package/*"),
@@ -86,17 +115,5 @@ class MlflowTracking(Construct):
             self.role.policy,
             "MLflow writes one object per run artifact under its own mlflow/ prefix of the "
             "artifacts bucket; the grant is confined to that prefix.",
-            artifacts_bucket.arn_for_objects(f"{MLFLOW_ARTIFACT_PREFIX}/*"),
-        )
-        acknowledge_wildcard_actions(
-            self.role.policy,
-            "CDK's grant_read_write action groups for S3 objects and KMS data keys, confined to "
-            "the mlflow/ prefix and the platform key.",
-            "s3:GetObject*",
-            "s3:GetBucket*",
-            "s3:List*",
-            "s3:DeleteObject*",
-            "s3:Abort*",
-            "kms:ReEncrypt*",
-            "kms:GenerateDataKey*",
+            artifacts,
         )

@@ -39,6 +39,7 @@ class ProjectFunction(Construct):
         encryption_key / log_retention_days: its log group.
         reserved_concurrency: upper bound of concurrent executions (runs are rare, this bounds
             the blast radius of a runaway caller).
+        function_name: a fixed name when other stacks grant on it (default: generated).
 
     Attributes:
         function: the Lambda function.
@@ -62,6 +63,7 @@ class ProjectFunction(Construct):
         timeout_seconds: int = 60,
         memory_size: int = 512,
         reserved_concurrency: int = 10,
+        function_name: str | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         stack = cdk.Stack.of(self)
@@ -100,6 +102,7 @@ class ProjectFunction(Construct):
         self.function = lambda_.Function(
             self,
             "Function",
+            function_name=function_name,
             description=description,
             runtime=lambda_.Runtime.PYTHON_3_14,
             architecture=lambda_.Architecture.ARM_64,

@@ -11,9 +11,14 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
+from llm_sft.tracking import MLFLOW_CALLS
+from stacks.components.arns import PlatformArns
 from stacks.components.huggingface_images import RegionalImage
+from stacks.components.key_use import READ_WRITE, use_key_via
 from stacks.components.managed_policy_role import ManagedPolicyRole
-from stacks.nag import acknowledge_wildcard_actions, acknowledge_wildcard_resources
+from stacks.components.mlflow_tracking import MLFLOW_ARTIFACT_PREFIX
+from stacks.data_stack import CHECKPOINTS_PREFIX, DATA_CAPTURE_PREFIX, MODELS_PREFIX
+from stacks.nag import acknowledge_wildcard_resources
 
 _SAGEMAKER = iam.ServicePrincipal("sagemaker.amazonaws.com")
 
@@ -56,14 +61,7 @@ def _vpc_access(role: ManagedPolicyRole, vpc: ec2.IVpc) -> None:
     )
 
 
-def _logs_and_metrics(role: ManagedPolicyRole, log_group_name: str, namespace: str) -> str:
-    stack = cdk.Stack.of(role)
-    log_groups = stack.format_arn(
-        service="logs",
-        resource="log-group",
-        resource_name=f"{log_group_name}:*",
-        arn_format=cdk.ArnFormat.COLON_RESOURCE_NAME,
-    )
+def _logs_and_metrics(role: ManagedPolicyRole, log_groups: str, namespace: str) -> str:
     role.add_to_policy(
         iam.PolicyStatement(
             sid="WriteLogs",
@@ -108,6 +106,36 @@ def _pull_images(role: ManagedPolicyRole, repository_arns: list[str]) -> None:
     )
 
 
+def mlflow_app_statements(mlflow_app_arn: str, artifacts: s3.IBucket) -> list[iam.PolicyStatement]:
+    """Log runs to the platform's MLflow App: the App's data-plane action, the MLflow calls the
+    tracker makes, and its artifact store, which the sagemaker-mlflow plugin writes with the
+    caller's own credentials (presigned uploads are opt-in)."""
+    return [
+        iam.PolicyStatement(
+            sid="LogToMlflowApp",
+            actions=[
+                # MLflow Apps authorize every REST call with this one action (SageMaker AI
+                # "MLflow App IAM permissions"); the sagemaker-mlflow actions are those of
+                # tracking servers, granted too for the calls the tracker makes.
+                "sagemaker:CallMlflowAppApi",
+                *(f"sagemaker-mlflow:{call}" for call in MLFLOW_CALLS),
+            ],
+            resources=[mlflow_app_arn],
+        ),
+        iam.PolicyStatement(
+            sid="WriteMlflowArtifacts",
+            actions=["s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"],
+            resources=[artifacts.arn_for_objects(f"{MLFLOW_ARTIFACT_PREFIX}/*")],
+        ),
+        iam.PolicyStatement(
+            sid="ListMlflowArtifacts",
+            actions=["s3:ListBucket"],
+            resources=[artifacts.bucket_arn],
+            conditions={"StringLike": {"s3:prefix": [f"{MLFLOW_ARTIFACT_PREFIX}/*"]}},
+        ),
+    ]
+
+
 class TrainingJobRole(Construct):
     """The role training jobs run with: read datasets, write models and checkpoints (and read
     checkpoints back on restart), use the platform key, pull the training images, log, publish
@@ -130,6 +158,7 @@ class TrainingJobRole(Construct):
         script_source: s3_assets.Asset,
         vpc: ec2.IVpc,
         mlflow_app_arn: str | None,
+        arns: PlatformArns,
     ) -> None:
         super().__init__(scope, construct_id)
         self.role = role = ManagedPolicyRole(
@@ -138,9 +167,21 @@ class TrainingJobRole(Construct):
             assumed_by=_SAGEMAKER,
             description="SageMaker training jobs of the LLM fine-tuning workflow",
         )
-        datasets_bucket.grant_read(role)
-        model_objects = artifacts_bucket.arn_for_objects("models/*")
-        checkpoint_objects = artifacts_bucket.arn_for_objects("checkpoints/*")
+        datasets_objects = datasets_bucket.arn_for_objects("*")
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ReadChannels", actions=["s3:GetObject"], resources=[datasets_objects]
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ListChannels",
+                actions=["s3:ListBucket"],
+                resources=[datasets_bucket.bucket_arn],
+            )
+        )
+        model_objects = artifacts_bucket.arn_for_objects(f"{MODELS_PREFIX}/*")
+        checkpoint_objects = artifacts_bucket.arn_for_objects(f"{CHECKPOINTS_PREFIX}/*")
         role.add_to_policy(
             iam.PolicyStatement(
                 sid="WriteModelsAndCheckpoints",
@@ -153,10 +194,27 @@ class TrainingJobRole(Construct):
                 sid="ListCheckpoints",
                 actions=["s3:ListBucket"],
                 resources=[artifacts_bucket.bucket_arn],
-                conditions={"StringLike": {"s3:prefix": ["checkpoints/*", "models/*"]}},
+                conditions={
+                    "StringLike": {"s3:prefix": [f"{CHECKPOINTS_PREFIX}/*", f"{MODELS_PREFIX}/*"]}
+                },
             )
         )
-        encryption_key.grant_encrypt_decrypt(role)
+        use_key_via(role, encryption_key, services=["s3"], actions=READ_WRITE, sid="UseKeyViaS3")
+        # Training volumes of EBS-backed instance types are encrypted with the key: SageMaker
+        # creates a grant for the job's volume with the execution role.
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="GrantKeyToTrainingVolumes",
+                actions=["kms:CreateGrant"],
+                resources=[encryption_key.key_arn],
+                conditions={
+                    "Bool": {"kms:GrantIsForAWSResource": "true"},
+                    "StringEquals": {
+                        "kms:ViaService": f"sagemaker.{cdk.Stack.of(self).region}.amazonaws.com"
+                    },
+                },
+            )
+        )
         # Asset.grant_read would open the whole CDK assets bucket; the bundle object is enough.
         role.add_to_policy(
             iam.PolicyStatement(
@@ -171,34 +229,22 @@ class TrainingJobRole(Construct):
         _pull_images(
             role, [custom_image_repository.repository_arn, script_mode_image.repository_arn(self)]
         )
-        log_groups = _logs_and_metrics(
-            role, "/aws/sagemaker/TrainingJobs", "/aws/sagemaker/TrainingJobs"
-        )
+        log_groups = _logs_and_metrics(role, arns.training_log_group, "/aws/sagemaker/TrainingJobs")
         _vpc_access(role, vpc)
+        wildcards = [datasets_objects, model_objects, checkpoint_objects, log_groups]
         if mlflow_app_arn is not None:
-            role.add_to_policy(
-                iam.PolicyStatement(
-                    sid="LogToMlflow", actions=["sagemaker-mlflow:*"], resources=[mlflow_app_arn]
-                )
-            )
-            acknowledge_wildcard_actions(
-                role.policy,
-                "The training code logs params, metrics and the model through MLflow's REST "
-                "API, which maps onto dozens of sagemaker-mlflow actions; limited to the one "
-                "MLflow App.",
-                "sagemaker-mlflow:*",
-            )
+            for statement in mlflow_app_statements(mlflow_app_arn, artifacts_bucket):
+                role.add_to_policy(statement)
+            wildcards.append(artifacts_bucket.arn_for_objects(f"{MLFLOW_ARTIFACT_PREFIX}/*"))
         acknowledge_wildcard_resources(
             role.policy,
             "Channels are any objects of the platform's datasets bucket; each job writes its "
-            "model under models/<run>/ and checkpoints under checkpoints/<run>/; each job's logs "
-            "go to its own stream in the SageMaker training log group.",
-            datasets_bucket.arn_for_objects("*"),
-            model_objects,
-            checkpoint_objects,
-            log_groups,
+            "model under models/<run>/, checkpoints under checkpoints/<run>/ and MLflow "
+            "artifacts under mlflow/; each job's logs go to its own stream in the SageMaker "
+            "training log group.",
+            *wildcards,
         )
-        _acknowledge_service_wildcards(role, grants=("s3:GetObject*", "s3:GetBucket*", "s3:List*"))
+        _acknowledge_service_wildcards(role)
 
 
 class ModelRole(Construct):
@@ -218,6 +264,7 @@ class ModelRole(Construct):
         encryption_key: kms.IKey,
         serving_image: RegionalImage,
         vpc: ec2.IVpc,
+        arns: PlatformArns,
     ) -> None:
         super().__init__(scope, construct_id)
         self.role = role = ManagedPolicyRole(
@@ -226,8 +273,8 @@ class ModelRole(Construct):
             assumed_by=_SAGEMAKER,
             description="Models and endpoints deployed by the LLM fine-tuning workflow",
         )
-        model_objects = artifacts_bucket.arn_for_objects("models/*")
-        capture_objects = artifacts_bucket.arn_for_objects("data-capture/*")
+        model_objects = artifacts_bucket.arn_for_objects(f"{MODELS_PREFIX}/*")
+        capture_objects = artifacts_bucket.arn_for_objects(f"{DATA_CAPTURE_PREFIX}/*")
         role.add_to_policy(
             iam.PolicyStatement(
                 sid="ReadModels", actions=["s3:GetObject"], resources=[model_objects]
@@ -238,7 +285,7 @@ class ModelRole(Construct):
                 sid="ListModels",
                 actions=["s3:ListBucket"],
                 resources=[artifacts_bucket.bucket_arn],
-                conditions={"StringLike": {"s3:prefix": ["models/*"]}},
+                conditions={"StringLike": {"s3:prefix": [f"{MODELS_PREFIX}/*"]}},
             )
         )
         role.add_to_policy(
@@ -246,35 +293,28 @@ class ModelRole(Construct):
                 sid="WriteDataCapture", actions=["s3:PutObject"], resources=[capture_objects]
             )
         )
-        encryption_key.grant_encrypt_decrypt(role)
+        use_key_via(role, encryption_key, services=["s3"], actions=READ_WRITE, sid="UseKeyViaS3")
         _pull_images(role, [serving_image.repository_arn(self)])
-        log_groups = _logs_and_metrics(role, "/aws/sagemaker/Endpoints", "/aws/sagemaker/Endpoints")
+        # SageMaker writes each endpoint's logs to /aws/sagemaker/Endpoints/<endpoint name>.
+        log_groups = _logs_and_metrics(role, arns.endpoint_log_groups, "/aws/sagemaker/Endpoints")
         _vpc_access(role, vpc)
         acknowledge_wildcard_resources(
             role.policy,
             "Models are read from models/<run>/ and request/response samples captured under "
-            "data-capture/<endpoint>/; each endpoint logs to its own stream in the SageMaker "
-            "endpoint log group.",
+            "data-capture/<endpoint>/; each endpoint <prefix>-<name> logs to its own group "
+            "/aws/sagemaker/Endpoints/<prefix>-<name>.",
             model_objects,
             capture_objects,
             log_groups,
         )
-        _acknowledge_service_wildcards(role, grants=())
+        _acknowledge_service_wildcards(role)
 
 
-def _acknowledge_service_wildcards(role: ManagedPolicyRole, *, grants: tuple[str, ...]) -> None:
+def _acknowledge_service_wildcards(role: ManagedPolicyRole) -> None:
     acknowledge_wildcard_resources(
         role.policy,
         "EC2 Describe*, ECR GetAuthorizationToken and CloudWatch PutMetricData support no "
         "resource scoping; interface creation is confined to the platform VPC and metrics to "
         "the SageMaker namespace by conditions.",
         "*",
-    )
-    acknowledge_wildcard_actions(
-        role.policy,
-        "CDK grant action groups on the platform's buckets and key (read channels, encrypt and "
-        "decrypt with the platform key).",
-        *grants,
-        "kms:ReEncrypt*",
-        "kms:GenerateDataKey*",
     )

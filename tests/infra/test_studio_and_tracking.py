@@ -76,10 +76,15 @@ def test_execution_role_scopes_workflow_registry_and_mlflow(dev: Synthesized) ->
     start = by_sid["RunFineTuningWorkflow"]
     assert "states:StartExecution" in start["Action"]
     assert "stateMachine:llmft-dev-finetune" in str(start["Resource"])
-    approve = by_sid["ReviewAndApproveModels"]
-    assert "sagemaker:UpdateModelPackage" in approve["Action"]
-    assert "model-package-group/llmft-dev-models" in str(approve["Resource"])
-    mlflow = by_sid["UseMlflowApp"]
+    approve = by_sid["DecideApproval"]
+    assert approve["Action"] == "sagemaker:UpdateModelPackage"
+    assert "model-package/llmft-dev-models/*" in str(approve["Resource"])
+    assert approve["Condition"] == {
+        "StringEquals": {"sagemaker:ModelApprovalStatus": ["Approved", "Rejected"]}
+    }
+    assert by_sid["NeverRewriteEvalLoss"]["Effect"] == "Deny"
+    mlflow = by_sid["LogToMlflowApp"]
+    assert "sagemaker:CallMlflowAppApi" in mlflow["Action"]
     assert mlflow["Resource"] == {"Fn::ImportValue": Match.any_value()} or "ImportValue" in str(
         mlflow["Resource"]
     )

@@ -19,8 +19,10 @@ from moto import mock_aws
 
 from finetune.local.emulator import MOTO_CONFIG, EmulatedPlatform, deploy_platform
 from finetune.local.executions import ExecutionResult, wait_for_execution
+from finetune.local.iam.twin import IamTwin
 from finetune.local.moto_patches import FaultInjector, TrainingOutcome, patched_moto
 from tests.infra.synth import Synthesized
+from tests.report import report
 
 #: What a scripted job writes as serving_reference.json (llm_sft.serving_reference's format) and
 #: what a scripted endpoint computes for it, unless told to compute something else.
@@ -126,6 +128,7 @@ class Workflow:
     training: ScriptedTraining
     endpoints: ScriptedEndpoints
     faults: FaultInjector
+    iam: IamTwin
 
     def client(self, service: str) -> Any:
         return boto3.client(service, region_name="us-east-1")
@@ -175,12 +178,14 @@ def _workflow(
     training = ScriptedTraining()
     endpoints = ScriptedEndpoints()
     faults = FaultInjector()
+    iam = IamTwin()
     with (
         mock_aws(config=MOTO_CONFIG),
         patched_moto(
             training_runner=training,
             endpoint_host=endpoints,
             faults=faults,
+            principals=iam,
             stopped_jobs=stopped_jobs,  # type: ignore[arg-type]
         ),
     ):
@@ -189,11 +194,24 @@ def _workflow(
             # Endpoint checks every 0 s instead of 60 s; the loop is the same.
             function_environment_overrides={"FT_ENDPOINT_POLL_SECONDS": "0", **overrides},
         )
-        flow = Workflow(platform, training, endpoints, faults)
+        iam.load(platform.intrinsics)
+        flow = Workflow(platform, training, endpoints, faults, iam)
         flow.put_dataset("datasets/chat/train.jsonl", CHAT * 4)
         flow.put_dataset("datasets/chat/validation.jsonl", CHAT)
         flow.put_dataset("base-models/tiny/config.json", [{"model_type": "llama"}])
         yield flow
+        # Every call every principal made was evaluated against the synthesized policies: a
+        # refusal here is a call AWS would refuse (the failure names principal, action and
+        # resource).
+        iam.service_deliveries()  # alarm -> topic, as cloudwatch.amazonaws.com
+        report_coverage(iam)
+        assert [str(d) for d in iam.denials] == []
+
+
+def report_coverage(iam: IamTwin) -> None:
+    for principal, actions in iam.coverage().items():
+        for action, count in actions.items():
+            report("IAM evaluation", f"{principal} | {action}", count)
 
 
 @pytest.fixture

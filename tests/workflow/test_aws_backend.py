@@ -4,6 +4,7 @@ the launch function's own settings, following the execution, listing and promoti
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -53,12 +54,21 @@ def deploy_outputs(flow: Workflow) -> None:
         cloudformation.create_stack(StackName=stack, TemplateBody=json.dumps(template))
 
 
+def studio_role(flow: Workflow) -> str:
+    intrinsics = flow.platform.intrinsics
+    (role,) = intrinsics.logical_ids("Studio", "AWS::IAM::Role")
+    return str(intrinsics.attribute[("Studio", role, "Arn")])
+
+
 @pytest.fixture
-def backend(pending_workflow: Workflow) -> AwsBackend:
+def backend(pending_workflow: Workflow) -> Iterator[AwsBackend]:
+    """The CLI as a data scientist runs it in Studio: every call it makes is evaluated against
+    the Studio execution role's synthesized policies."""
     deploy_outputs(pending_workflow)
-    return AwsBackend(
-        load_config("local"), boto3.Session(region_name="us-east-1"), poll_seconds=0.2
-    )
+    with pending_workflow.iam.acting_as(studio_role(pending_workflow)):
+        yield AwsBackend(
+            load_config("local"), boto3.Session(region_name="us-east-1"), poll_seconds=0.2
+        )
 
 
 def test_launch_follows_the_run_and_lists_it(

@@ -19,6 +19,20 @@ from typing import Any, TypeVar
 logger = logging.getLogger(__name__)
 
 DEFAULT_EXPERIMENT = "llm-finetune"
+#: The MLflow REST calls this tracker makes (set_experiment, start_run or resuming one, tags,
+#: params and metrics in batches, dataset inputs, end_run; artifacts go to S3 after GetRun
+#: resolves the run's artifact URI). The training role is granted exactly these on the MLflow
+#: App (stacks.components.sagemaker_roles), and the offline twin evaluates them for every job.
+MLFLOW_CALLS = (
+    "GetExperimentByName",
+    "CreateExperiment",
+    "CreateRun",
+    "GetRun",
+    "UpdateRun",
+    "SetTag",
+    "LogBatch",
+    "LogInputs",
+)
 IDENTITY_ENV = "FT_DATASET_IDENTITY"
 RUN_ID_ENV = "FT_RUN_ID"
 

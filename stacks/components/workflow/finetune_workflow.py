@@ -10,8 +10,9 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
-from stacks.components.arns import sagemaker_arn
+from stacks.components.arns import PlatformArns
 from stacks.components.encrypted_log_group import encrypted_log_group
+from stacks.components.key_use import use_key_via
 from stacks.components.managed_policy_role import ManagedPolicyRole
 from stacks.components.workflow.definition import WorkflowResources, build_definition
 from stacks.nag import acknowledge_wildcard_resources
@@ -28,9 +29,9 @@ class FineTuneWorkflow(Construct):
     alarm that notifies the run topic when executions fail or time out.
 
     Props:
-        state_machine_name / resource_prefix: names (SageMaker resources start with the prefix).
+        state_machine_name: its name.
+        arns: the platform's named resources (jobs, models, endpoints, packages) it may touch.
         resources: the functions, topic, roles and network the steps use.
-        model_package_group_name: the registry group runs register into.
         encryption_key / log_retention_days: for the execution log group.
 
     Attributes:
@@ -45,9 +46,8 @@ class FineTuneWorkflow(Construct):
         construct_id: str,
         *,
         state_machine_name: str,
-        resource_prefix: str,
+        arns: PlatformArns,
         resources: WorkflowResources,
-        model_package_group_name: str,
         encryption_key: kms.IKey,
         log_retention_days: int,
     ) -> None:
@@ -82,14 +82,14 @@ class FineTuneWorkflow(Construct):
             comment="Fine-tune an LLM on SageMaker: validate, train, record, gate, register, "
             "deploy with smoke test and rollback, notify.",
         )
-        self._grant_sagemaker(stack, resource_prefix, resources, model_package_group_name)
+        self._grant_sagemaker(stack, arns, resources)
         # The SNS tasks grant sns:Publish; publishing to a KMS-encrypted topic also needs these.
-        self.role.add_to_policy(
-            iam.PolicyStatement(
-                sid="PublishToEncryptedTopic",
-                actions=["kms:GenerateDataKey", "kms:Decrypt"],
-                resources=[encryption_key.key_arn],
-            )
+        use_key_via(
+            self.role,
+            encryption_key,
+            services=["sns"],
+            actions=["kms:GenerateDataKey", "kms:Decrypt"],
+            sid="PublishToEncryptedTopic",
         )
 
         failures = cloudwatch.MathExpression(
@@ -113,17 +113,10 @@ class FineTuneWorkflow(Construct):
         self.failure_alarm.add_alarm_action(cloudwatch_actions.SnsAction(resources.topic))
 
     def _grant_sagemaker(
-        self,
-        stack: cdk.Stack,
-        prefix: str,
-        resources: WorkflowResources,
-        group: str,
+        self, stack: cdk.Stack, arns: PlatformArns, resources: WorkflowResources
     ) -> None:
-        training_jobs = sagemaker_arn(self, "training-job", f"{prefix}-*")
-        models = sagemaker_arn(self, "model", f"{prefix}-*")
-        endpoint_configs = sagemaker_arn(self, "endpoint-config", f"{prefix}-*")
-        endpoints = sagemaker_arn(self, "endpoint", f"{prefix}-*")
-        packages = sagemaker_arn(self, "model-package", f"{group}/*")
+        training_jobs, models = arns.training_jobs, arns.models
+        endpoint_configs, endpoints, packages = arns.endpoint_configs, arns.endpoints, arns.packages
         role = self.role
         role.add_to_policy(
             iam.PolicyStatement(
@@ -154,7 +147,7 @@ class FineTuneWorkflow(Construct):
             iam.PolicyStatement(
                 sid="RegisterModels",
                 actions=["sagemaker:CreateModelPackage", "sagemaker:DescribeModelPackage"],
-                resources=[sagemaker_arn(self, "model-package-group", group), packages],
+                resources=[arns.package_group, packages],
             )
         )
         role.add_to_policy(

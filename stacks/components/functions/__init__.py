@@ -1,0 +1,1 @@
+"""The workflow's Lambda functions, each a construct that owns its grants."""
