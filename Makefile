@@ -57,8 +57,8 @@ format: setup-dev ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: setup-dev lint ## Lint, then the whole test suite (offline)
-	$(BIN)/python -m pytest
+test: setup-dev lint ## Lint, then the whole test suite (offline, both cores)
+	$(BIN)/python -m pytest -n 2
 
 test-fast: setup-dev ## The suite without the slow (training / pipeline) tests
 	$(BIN)/python -m pytest -m "not slow"
