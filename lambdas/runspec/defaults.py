@@ -12,7 +12,13 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-__all__ = ["TrainingDefaults", "hyperparameter_names", "training_defaults"]
+__all__ = [
+    "TrainingDefaults",
+    "hyperparameter_bounds",
+    "hyperparameter_choices",
+    "hyperparameter_names",
+    "training_defaults",
+]
 
 
 @dataclass(frozen=True)
@@ -45,3 +51,12 @@ def training_defaults() -> TrainingDefaults:
 
 def hyperparameter_names() -> tuple[str, ...]:
     return tuple(_contract()["names"])
+
+
+def hyperparameter_bounds(name: str) -> dict[str, Any]:
+    """``name``'s range: ``minimum``/``maximum`` (``exclusive_*`` when strict), ``also``."""
+    return dict(_contract()["bounds"][name])
+
+
+def hyperparameter_choices(name: str) -> tuple[str, ...]:
+    return tuple(_contract()["choices"][name])

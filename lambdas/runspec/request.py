@@ -13,7 +13,17 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from runspec.defaults import hyperparameter_bounds, hyperparameter_choices
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -120,43 +130,90 @@ class Training(_Section):
         return int(self.max_runtime_hours * 3600)
 
 
-_LR_SCHEDULERS = Literal[
-    "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"
-]
 Tristate = bool | Literal["auto"]
 
 
-class Hyperparameters(_Section):
-    """Training hyperparameters; names and meanings are those of training_code/README.md.
-    Unset ones take the training code's defaults."""
+def _bounded(name: str) -> Any:
+    """The training contract's range of ``name`` (runspec.defaults: generated from the training
+    code's BOUNDS), as pydantic constraints; ``also`` values are allowed outside the range."""
+    bound = hyperparameter_bounds(name)
+    constraints: dict[str, Any] = {}
+    if "minimum" in bound:
+        constraints["gt" if bound.get("exclusive_minimum") else "ge"] = bound["minimum"]
+    if "maximum" in bound:
+        constraints["lt" if bound.get("exclusive_maximum") else "le"] = bound["maximum"]
+    if not bound.get("also"):
+        return Field(**constraints)
+    allowed = tuple(bound["also"])
 
-    method: Literal["lora", "qlora"] | None = None
-    epochs: Annotated[float, Field(gt=0, le=100)] | None = None
-    max_steps: Annotated[int, Field(ge=-1, le=10_000_000)] | None = None
-    learning_rate: Annotated[float, Field(gt=0, lt=1)] | None = None
-    per_device_train_batch_size: Annotated[int, Field(ge=1, le=512)] | None = None
-    per_device_eval_batch_size: Annotated[int, Field(ge=1, le=512)] | None = None
-    gradient_accumulation_steps: Annotated[int, Field(ge=1, le=1024)] | None = None
-    max_seq_length: Annotated[int, Field(ge=16, le=131_072)] | None = None
-    lora_r: Annotated[int, Field(ge=1, le=1024)] | None = None
-    lora_alpha: Annotated[int, Field(ge=1, le=4096)] | None = None
-    lora_dropout: Annotated[float, Field(ge=0, lt=1)] | None = None
+    def check(value: float | None) -> float | None:
+        if value is None or value in allowed:
+            return value
+        low, high = constraints.get("ge", constraints.get("gt")), constraints.get("le")
+        if (low is not None and value < low) or (high is not None and value > high):
+            extra = f" (or {', '.join(_number(v) for v in allowed)})"
+            raise ValueError(f"must be between {_number(low)} and {_number(high)}{extra}")
+        return value
+
+    return AfterValidator(check)
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def _choices(name: str) -> Any:
+    options = hyperparameter_choices(name)
+
+    def check(value: str | None) -> str | None:
+        if value is not None and value not in options:
+            raise ValueError(f"{value!r} is not one of {', '.join(options)}")
+        return value
+
+    return AfterValidator(check)
+
+
+class Hyperparameters(_Section):
+    """Training hyperparameters; names, meanings, bounds and choices are the training code's
+    (training_code/README.md; bounds through the generated contract, runspec.defaults). Unset
+    ones take the training code's defaults."""
+
+    method: Annotated[str, _choices("method")] | None = None
+    epochs: Annotated[float, _bounded("epochs")] | None = None
+    max_steps: Annotated[int, _bounded("max_steps")] | None = None
+    learning_rate: Annotated[float, _bounded("learning_rate")] | None = None
+    per_device_train_batch_size: Annotated[int, _bounded("per_device_train_batch_size")] | None = (
+        None
+    )
+    per_device_eval_batch_size: Annotated[int, _bounded("per_device_eval_batch_size")] | None = None
+    gradient_accumulation_steps: Annotated[int, _bounded("gradient_accumulation_steps")] | None = (
+        None
+    )
+    max_seq_length: Annotated[int, _bounded("max_seq_length")] | None = None
+    lora_r: Annotated[int, _bounded("lora_r")] | None = None
+    lora_alpha: Annotated[int, _bounded("lora_alpha")] | None = None
+    lora_dropout: Annotated[float, _bounded("lora_dropout")] | None = None
     lora_target_modules: Literal["all-linear"] | list[str] | None = None
     packing: bool | None = None
     bf16: Tristate | None = None
     gradient_checkpointing: Tristate | None = None
-    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] | None = None
-    lr_scheduler_type: _LR_SCHEDULERS | None = None
-    weight_decay: Annotated[float, Field(ge=0, le=1)] | None = None
-    max_grad_norm: Annotated[float, Field(ge=0)] | None = None
-    validation_split: Annotated[float, Field(ge=0, lt=0.5)] | None = None
-    logging_steps: Annotated[int, Field(ge=1)] | None = None
-    eval_steps: Annotated[int, Field(ge=0)] | None = None
-    save_steps: Annotated[int, Field(ge=0)] | None = None
-    save_total_limit: Annotated[int, Field(ge=1, le=100)] | None = None
-    seed: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = None
+    warmup_ratio: Annotated[float, _bounded("warmup_ratio")] | None = None
+    lr_scheduler_type: Annotated[str, _choices("lr_scheduler_type")] | None = None
+    weight_decay: Annotated[float, _bounded("weight_decay")] | None = None
+    max_grad_norm: Annotated[float, _bounded("max_grad_norm")] | None = None
+    validation_split: Annotated[float, _bounded("validation_split")] | None = None
+    logging_steps: Annotated[int, _bounded("logging_steps")] | None = None
+    eval_steps: Annotated[int, _bounded("eval_steps")] | None = None
+    save_steps: Annotated[int, _bounded("save_steps")] | None = None
+    save_total_limit: Annotated[int, _bounded("save_total_limit")] | None = None
+    seed: Annotated[int, _bounded("seed")] | None = None
     merge_adapter: bool | None = None
     trust_remote_code: bool | None = None
+    #: Multi-GPU strategy (auto: from the memory model) and the attention kernel.
+    distributed_strategy: Annotated[str, _choices("distributed_strategy")] | None = None
+    attn_implementation: Annotated[str, _choices("attn_implementation")] | None = None
 
     @field_validator("lora_target_modules")
     @classmethod

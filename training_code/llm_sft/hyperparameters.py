@@ -215,9 +215,77 @@ def _optional_path(name: str, value: object) -> str | None:
     return text or None
 
 
+@dataclass(frozen=True)
+class Bound:
+    """The allowed range of a numeric hyperparameter (``also``: values allowed outside it)."""
+
+    minimum: float | None = None
+    maximum: float | None = None
+    exclusive_minimum: bool = False
+    exclusive_maximum: bool = False
+    also: tuple[float, ...] = ()
+    meaning: str = ""
+
+    def holds(self, value: float) -> bool:
+        if value in self.also:
+            return True
+        if self.minimum is not None and (
+            value <= self.minimum if self.exclusive_minimum else value < self.minimum
+        ):
+            return False
+        return not (
+            self.maximum is not None
+            and (value >= self.maximum if self.exclusive_maximum else value > self.maximum)
+        )
+
+    def describe(self) -> str:
+        low = "" if self.minimum is None else ("> " if self.exclusive_minimum else ">= ")
+        high = "" if self.maximum is None else ("< " if self.exclusive_maximum else "<= ")
+        parts = [f"{low}{self.minimum:g}" if self.minimum is not None else ""]
+        parts.append(f"{high}{self.maximum:g}" if self.maximum is not None else "")
+        text = " and ".join(p for p in parts if p)
+        if self.also:
+            text += f" (or {', '.join(f'{v:g}' for v in self.also)})"
+        return text + (f"; {self.meaning}" if self.meaning else "")
+
+
+#: The one statement of every numeric hyperparameter's range: the training code enforces it, the
+#: run request (lambdas/runspec, through the generated contract) validates against it before
+#: anything starts, so a request the launch accepts is one the job accepts.
+BOUNDS: dict[str, Bound] = {
+    "epochs": Bound(0, 100, exclusive_minimum=True),
+    "max_steps": Bound(1, 10_000_000, also=(-1,), meaning="-1: train for epochs"),
+    "learning_rate": Bound(0, 1, exclusive_minimum=True, exclusive_maximum=True),
+    "per_device_train_batch_size": Bound(1, 512),
+    "per_device_eval_batch_size": Bound(1, 512),
+    "gradient_accumulation_steps": Bound(1, 1024),
+    "max_seq_length": Bound(16, 131_072),
+    "lora_r": Bound(1, 1024),
+    "lora_alpha": Bound(1, 4096),
+    "lora_dropout": Bound(0, 1, exclusive_maximum=True),
+    "warmup_ratio": Bound(0, 1, exclusive_maximum=True),
+    "weight_decay": Bound(0, 1),
+    "max_grad_norm": Bound(0, 1000, meaning="0 disables clipping"),
+    "validation_split": Bound(0, 0.5, exclusive_maximum=True),
+    "logging_steps": Bound(1, 100_000),
+    "eval_steps": Bound(0, 10_000_000, meaning="0: evaluate at the end only"),
+    "save_steps": Bound(0, 10_000_000, meaning="0: no intermediate checkpoints"),
+    "save_total_limit": Bound(1, 100),
+    "seed": Bound(0, 2**31 - 1),
+    "torch_threads": Bound(0, 1024, meaning="0: library default"),
+}
+#: The choices of every enumerated hyperparameter (one statement, as BOUNDS).
+CHOICES: dict[str, tuple[str, ...]] = {
+    "method": ("lora", "qlora"),
+    "lr_scheduler_type": _SCHEDULERS,
+    "distributed_strategy": ("auto", "ddp", "fsdp"),
+    "attn_implementation": ATTENTION_CHOICES,
+}
+
+
 _PARSERS: dict[str, Callable[[str, object], object]] = {
     "model_id": _as_str,
-    "method": _choice(("lora", "qlora")),
+    "method": _choice(CHOICES["method"]),
     "epochs": _parse_float,
     "max_steps": _parse_int,
     "learning_rate": _parse_float,
@@ -233,7 +301,7 @@ _PARSERS: dict[str, Callable[[str, object], object]] = {
     "bf16": _parse_tristate,
     "gradient_checkpointing": _parse_tristate,
     "warmup_ratio": _parse_float,
-    "lr_scheduler_type": _choice(_SCHEDULERS),
+    "lr_scheduler_type": _choice(CHOICES["lr_scheduler_type"]),
     "weight_decay": _parse_float,
     "max_grad_norm": _parse_float,
     "validation_split": _parse_float,
@@ -247,37 +315,18 @@ _PARSERS: dict[str, Callable[[str, object], object]] = {
     "trust_remote_code": parse_bool,
     "torch_threads": _parse_int,
     "mlflow_log_model": parse_bool,
-    "distributed_strategy": _choice(("auto", "ddp", "fsdp")),
-    "attn_implementation": _choice(ATTENTION_CHOICES),
+    "distributed_strategy": _choice(CHOICES["distributed_strategy"]),
+    "attn_implementation": _choice(CHOICES["attn_implementation"]),
 }
 assert set(_PARSERS) == set(HYPERPARAMETER_NAMES)
 
 
 def _check_ranges(hp: Hyperparameters) -> None:
-    def require(ok: bool, message: str) -> None:
-        if not ok:
-            raise HyperparameterError(message)
-
     # model_id may be empty when a `model` channel is given: resolve_base_model decides.
-    require(hp.epochs > 0 or hp.max_steps > 0, "'epochs' must be > 0 unless 'max_steps' is set")
-    require(hp.max_steps == -1 or hp.max_steps > 0, "'max_steps' must be -1 or > 0")
-    require(hp.learning_rate > 0, "'learning_rate' must be > 0")
-    require(hp.per_device_train_batch_size >= 1, "'per_device_train_batch_size' must be >= 1")
-    require(hp.eval_batch_size >= 1, "'per_device_eval_batch_size' must be >= 1")
-    require(hp.gradient_accumulation_steps >= 1, "'gradient_accumulation_steps' must be >= 1")
-    require(hp.max_seq_length >= 8, "'max_seq_length' must be >= 8")
-    require(hp.lora_r >= 1, "'lora_r' must be >= 1")
-    require(hp.lora_alpha >= 1, "'lora_alpha' must be >= 1")
-    require(0.0 <= hp.lora_dropout < 1.0, "'lora_dropout' must be in [0, 1)")
-    require(0.0 <= hp.warmup_ratio < 1.0, "'warmup_ratio' must be in [0, 1)")
-    require(hp.weight_decay >= 0, "'weight_decay' must be >= 0")
-    require(hp.max_grad_norm >= 0, "'max_grad_norm' must be >= 0 (0 disables clipping)")
-    require(0.0 <= hp.validation_split < 1.0, "'validation_split' must be in [0, 1)")
-    require(hp.logging_steps >= 1, "'logging_steps' must be >= 1")
-    require(hp.eval_steps >= 0, "'eval_steps' must be >= 0 (0 = evaluate at the end only)")
-    require(hp.save_steps >= 0, "'save_steps' must be >= 0 (0 = no intermediate checkpoints)")
-    require(hp.save_total_limit >= 1, "'save_total_limit' must be >= 1")
-    require(hp.torch_threads >= 0, "'torch_threads' must be >= 0 (0 = library default)")
+    for name, bound in BOUNDS.items():
+        value = getattr(hp, name)
+        if value is not None and not bound.holds(value):
+            raise HyperparameterError(f"hyperparameter {name!r} must be {bound.describe()}")
 
 
 def parse_hyperparameters(raw: Mapping[str, object]) -> Hyperparameters:
