@@ -24,10 +24,11 @@ class LocalEndpointHost:
     servers: dict[str, InferenceServer] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
 
-    def deploy(self, endpoint_name: str, endpoint_config: dict[str, Any]) -> str:
-        model_name = endpoint_config["ProductionVariants"][0]["ModelName"]
-        sagemaker = boto3.client("sagemaker", region_name="us-east-1")
-        model = sagemaker.describe_model(ModelName=model_name)
+    def deploy(
+        self, endpoint_name: str, endpoint_config: dict[str, Any], model: dict[str, Any]
+    ) -> str:
+        """Download the model (with the model's role, as SageMaker does) and serve it."""
+        model_name = model["ModelName"]
         source = model["PrimaryContainer"]["ModelDataSource"]["S3DataSource"]["S3Uri"]
         target = self.models_dir / model_name
         try:

@@ -73,9 +73,12 @@ class TrainingRunner(Protocol):
 
 
 class EndpointHost(Protocol):
-    def deploy(self, endpoint_name: str, endpoint_config: dict[str, Any]) -> str:
-        """Bring ``endpoint_config`` up for ``endpoint_name``; return the resulting status
-        (``InService``, ``Failed`` or, for an update, ``UpdateRollbackFailed``)."""
+    def deploy(
+        self, endpoint_name: str, endpoint_config: dict[str, Any], model: dict[str, Any]
+    ) -> str:
+        """Bring ``endpoint_config`` (serving ``model``) up for ``endpoint_name``; return the
+        resulting status (``InService``, ``Failed`` or, for an update, ``UpdateRollbackFailed``).
+        Called with the model's role: the calls it makes are those of the endpoint."""
 
     def invoke(self, endpoint_name: str, body: bytes, content_type: str) -> bytes:
         """Answer an InvokeEndpoint request."""
@@ -503,7 +506,7 @@ def _endpoint_patches(host: EndpointHost | None, principals: Principals | None) 
         if refused:
             return "Failed"  # the container cannot start: the endpoint fails, as on AWS
         with acting_as(model["ExecutionRoleArn"]):
-            return host.deploy(endpoint_name, config)
+            return host.deploy(endpoint_name, config, model)
 
     def create_endpoint(
         self: Any, endpoint_name: str, endpoint_config_name: str, tags: list[dict[str, str]]

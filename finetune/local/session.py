@@ -32,6 +32,7 @@ from typing import Any, TextIO
 from finetune.local.durable import ClaimingStepFunctions, DurableState
 from finetune.local.emulator import MOTO_CONFIG, EmulatedPlatform, deploy_platform
 from finetune.local.endpoint_host import LocalEndpointHost
+from finetune.local.iam.twin import IamTwin
 from finetune.local.legacy import has_legacy_state, import_legacy_state
 from finetune.local.moto_patches import TrainingOutcome, patched_moto
 from finetune.local.store import (
@@ -200,6 +201,9 @@ class LocalSession:
         models_dir = self._endpoint_models_dir()
         endpoints = LocalEndpointHost(models_dir=models_dir)
         function_log = _LazyLog(self.state_dir / "functions.log")
+        # Every call a principal of the platform makes is evaluated against its synthesized
+        # policies, as on AWS: a local run fails where the deployed one would.
+        iam = IamTwin()
         with contextlib.ExitStack() as stack:
             stack.callback(shutil.rmtree, models_dir, True)
             stack.callback(function_log.close)
@@ -209,6 +213,7 @@ class LocalSession:
                     training_runner=_AttemptRunner(runner, self.store),
                     endpoint_host=endpoints,
                     function_log=function_log.write,
+                    principals=iam,
                 )
             )
             platform = deploy_platform(
@@ -216,6 +221,7 @@ class LocalSession:
                 # A local endpoint is up in seconds; check every second instead of every minute.
                 function_environment_overrides={"FT_ENDPOINT_POLL_SECONDS": "1"},
             )
+            iam.load(platform.intrinsics)
             durable = DurableState(
                 self.store, (platform.datasets_bucket, platform.artifacts_bucket)
             )

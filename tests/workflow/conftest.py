@@ -89,7 +89,9 @@ class ScriptedEndpoints:
     deleted: list[str] = field(default_factory=list)
     serving: dict[str, str] = field(default_factory=dict)
 
-    def deploy(self, endpoint_name: str, endpoint_config: dict[str, Any]) -> str:
+    def deploy(
+        self, endpoint_name: str, endpoint_config: dict[str, Any], model: dict[str, Any]
+    ) -> str:
         config = endpoint_config["EndpointConfigName"]
         self.deployed.append((endpoint_name, config))
         scripted = of_run(config, self.update_outcomes)
