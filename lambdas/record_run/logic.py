@@ -248,6 +248,7 @@ def _trained(
         best_approved_package=best_package,
     )
     model_uri = details.get("training", {}).get("model_artifacts")
+    contract = _serving_contract(clients.s3, model_uri) if model_uri else None
     metrics_key = f"{RUNS_PREFIX}/{run.run_id}/evaluation.json"
     _write_json(
         clients.s3,
@@ -276,8 +277,25 @@ def _trained(
         billable_seconds=job.get("BillableTimeInSeconds"),
         evaluation=decision,
         model_metrics_s3_uri=f"s3://{artifacts_bucket}/{metrics_key}",
-        package_metadata=_package_metadata(run, metrics),
+        package_metadata=_package_metadata(run, metrics, contract),
+        serving_contract=contract,
     )
+
+
+#: The manifest the training job writes beside the model (llm_sft.serving_contract).
+SERVING_CONTRACT_FILE = "serving_contract.json"
+
+
+def _serving_contract(s3: Any, model_uri: str) -> dict[str, Any] | None:
+    """The model's serving contract: the training and serving stacks' versions."""
+    bucket, _, prefix = model_uri.removeprefix("s3://").partition("/")
+    key = f"{prefix.rstrip('/')}/{SERVING_CONTRACT_FILE}"
+    try:
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except s3.exceptions.NoSuchKey:
+        return None
+    manifest: dict[str, Any] = json.loads(body)
+    return manifest
 
 
 def _other(sagemaker: Any, run: RunDocument, milestone: str, details: dict[str, Any]) -> None:
@@ -356,9 +374,11 @@ def _input_artifacts(run: RunDocument) -> dict[str, Any]:
     return artifacts
 
 
-def _package_metadata(run: RunDocument, metrics: dict[str, float]) -> dict[str, str]:
-    """CustomerMetadataProperties of the model package: lineage at a glance, and the metric
-    values later runs compare against."""
+def _package_metadata(
+    run: RunDocument, metrics: dict[str, float], contract: dict[str, Any] | None
+) -> dict[str, str]:
+    """CustomerMetadataProperties of the model package: lineage at a glance, the metric values
+    later runs compare against, and the versions of both sides of the serving contract."""
     metadata = {
         "run_id": run.run_id,
         "training_job": run.training_job_name,
@@ -368,6 +388,19 @@ def _package_metadata(run: RunDocument, metrics: dict[str, float]) -> dict[str, 
     for name in (*EVALUATION_METRICS, "train_loss"):
         if name in metrics:
             metadata[name] = repr(metrics[name])
+    if contract is not None:
+        serving = contract.get("serving_stack", {})
+        training = contract.get("training_stack", {})
+        found = {
+            "serving_contract": contract.get("contract_version"),
+            "serving_image": serving.get("image"),
+            "serving_transformers": serving.get("packages", {}).get("transformers"),
+            "serving_tokenizers": serving.get("packages", {}).get("tokenizers"),
+            "training_transformers": training.get("transformers"),
+            "training_tokenizers": training.get("tokenizers"),
+            "training_torch": training.get("torch"),
+        }
+        metadata.update({k: str(v)[:256] for k, v in found.items() if v is not None})
     assert set(metadata) <= set(PACKAGE_METADATA_KEYS), "keep PACKAGE_METADATA_KEYS complete"
     return metadata
 

@@ -45,6 +45,14 @@ PACKAGE_METADATA_KEYS = (
     "eval_loss",
     "perplexity",
     "train_loss",
+    # Both sides of the serving contract (llm_sft.serving_contract's manifest).
+    "serving_contract",
+    "serving_image",
+    "serving_transformers",
+    "serving_tokenizers",
+    "training_transformers",
+    "training_tokenizers",
+    "training_torch",
 )
 
 #: Step Functions refuses a state input or output over 256 KiB (States.DataLimitExceeded). The run
@@ -189,3 +197,5 @@ class TrainedRecord(_Document):
     evaluation: GateDecision
     model_metrics_s3_uri: str
     package_metadata: dict[str, str]
+    #: The model's serving_contract.json (None: written before the contract existed).
+    serving_contract: dict[str, Any] | None = None

@@ -77,7 +77,8 @@ def test_trained_returns_metrics_and_gate_inputs(aws: Aws, run: RunDocument) -> 
     record(aws, "started", run)
     create_job(aws, run, {"eval_loss": 1.5, "perplexity": 4.48, "train_loss": 1.2})
 
-    result = record(aws, "trained", run, training={"model_artifacts": "s3://a/models/x/"})
+    model = f"s3://{aws.settings.artifacts_bucket}/models/{run.run_id}/job/output/model/"
+    result = record(aws, "trained", run, training={"model_artifacts": model})
 
     assert result["metrics"] == {"eval_loss": 1.5, "perplexity": 4.48, "train_loss": 1.2}
     evaluation = result["evaluation"]
@@ -146,3 +147,50 @@ def test_failed_run_is_closed_with_its_cause_and_summarised(aws: Aws, run: RunDo
     )
     assert component["Status"]["PrimaryStatus"] == "Failed"
     assert "out of memory" in component["Status"]["Message"]
+
+
+def test_the_run_and_its_package_state_both_sides_of_the_serving_contract(
+    aws: Aws, run: RunDocument
+) -> None:
+    """Issue 16: which training stack wrote the model and which serving stack reads it."""
+    record(aws, "started", run)
+    create_job(aws, run, {"eval_loss": 1.5})
+    model = f"s3://{aws.settings.artifacts_bucket}/models/{run.run_id}/job/output/model/"
+    manifest = {
+        "contract_version": 1,
+        "training_stack": {"transformers": "5.23.0", "tokenizers": "0.23.3", "torch": "2.13.0"},
+        "serving_stack": {
+            "image": "huggingface-pytorch-tgi-inference:2.7.0-tgi3.3.6",
+            "server_version": "3.3.6",
+            "packages": {"transformers": "4.51.0", "tokenizers": "0.21.0"},
+        },
+        "conversions": ["rope_theta"],
+    }
+    aws.put(
+        f"models/{run.run_id}/job/output/model/serving_contract.json",
+        json.dumps(manifest),
+        bucket=aws.settings.artifacts_bucket,
+    )
+
+    result = record(aws, "trained", run, training={"model_artifacts": model})
+
+    metadata = result["package_metadata"]
+    assert metadata["serving_image"] == "huggingface-pytorch-tgi-inference:2.7.0-tgi3.3.6"
+    assert metadata["serving_transformers"] == "4.51.0"
+    assert metadata["training_transformers"] == "5.23.0"
+    assert metadata["serving_contract"] == "1"
+    saved = json.loads(
+        aws.client("s3")
+        .get_object(Bucket=aws.settings.artifacts_bucket, Key=f"runs/{run.run_id}/run.json")["Body"]
+        .read()
+    )
+    assert saved["milestones"][-1]["serving_contract"]["serving_stack"]["server_version"] == "3.3.6"
+
+
+def test_a_model_without_a_serving_contract_says_so(aws: Aws, run: RunDocument) -> None:
+    record(aws, "started", run)
+    create_job(aws, run, {"eval_loss": 1.5})
+    model = f"s3://{aws.settings.artifacts_bucket}/models/{run.run_id}/job/output/model/"
+    result = record(aws, "trained", run, training={"model_artifacts": model})
+    assert result["serving_contract"] is None
+    assert "serving_image" not in result["package_metadata"]

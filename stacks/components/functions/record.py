@@ -10,7 +10,7 @@ from stacks.components.arns import PlatformArns
 from stacks.components.functions.placement import FunctionPlacement
 from stacks.components.key_use import READ_WRITE, use_key_via
 from stacks.components.project_function import ProjectFunction
-from stacks.data_stack import RUNS_PREFIX
+from stacks.data_stack import MODELS_PREFIX, RUNS_PREFIX
 from stacks.nag import acknowledge_wildcard_resources
 
 __all__ = ["RecordFunction"]
@@ -38,14 +38,17 @@ class RecordFunction(ProjectFunction):
             **placement.props(),
         )
         runs = artifacts_bucket.arn_for_objects(f"{RUNS_PREFIX}/*")
+        contracts = artifacts_bucket.arn_for_objects(f"{MODELS_PREFIX}/*/serving_contract.json")
         experiments = [arns.experiments, arns.trials, arns.trial_components]
         grants = [
             ("WriteRunRecords", ["s3:GetObject", "s3:PutObject"], [runs], None),
+            # Both sides' versions, from the manifest the job writes beside the model.
+            ("ReadServingContract", ["s3:GetObject"], [contracts], None),
             (
                 "ReadRunRecordsPrefix",
                 ["s3:ListBucket"],
                 [artifacts_bucket.bucket_arn],
-                {"StringLike": {"s3:prefix": [f"{RUNS_PREFIX}/*"]}},
+                {"StringLike": {"s3:prefix": [f"{RUNS_PREFIX}/*", f"{MODELS_PREFIX}/*"]}},
             ),
             (
                 "RecordInExperiments",
@@ -89,6 +92,7 @@ class RecordFunction(ProjectFunction):
             "are named <prefix>-...; training jobs <prefix>-<run id>; packages are numbered "
             "versions in the platform's group; ListModelPackages takes no resource.",
             runs,
+            contracts,
             *experiments,
             arns.training_jobs,
             arns.packages,
