@@ -36,7 +36,7 @@ setup: $(VENV)/.runtime node_modules/.installed ## Runtime virtualenv + CDK CLI
 setup-dev: setup $(VENV)/.dev ## Everything tests, the demo and benchmarks need
 
 synth: setup ## Synthesize every stack into cdk.out/ and print the compliance report (no AWS account needed)
-	$(CDK) synth --all --quiet -c env=$(ENV)
+	$(CDK) synth --quiet -c env=$(ENV)
 	$(BIN)/python -m stacks.nag_report cdk.out
 
 deploy: setup ## Deploy every stack (needs credentials and a bootstrapped account: npx cdk bootstrap)

@@ -22,7 +22,9 @@ class RunProgress:
     train_loss: float | None = None
     eval_loss: float | None = None
     started: float = field(default_factory=time.monotonic)
-    training_started: float | None = None
+    #: The first metric line seen (when, at which step and epoch): the ETA is the pace since
+    #: then, never the time before the first step (model download, data loading).
+    first_seen: tuple[float, int | None, float | None] | None = None
     states_seen: list[str] = field(default_factory=list)
 
     def enter(self, state: str) -> bool:
@@ -37,12 +39,12 @@ class RunProgress:
         record = parse_metric_line(line)
         if record is None:
             return
-        if self.training_started is None:
-            self.training_started = time.monotonic()
         if record.step is not None:
             self.step = record.step
         values = record.values
         self.epoch = values.get("epoch", self.epoch)
+        if self.first_seen is None:
+            self.first_seen = (time.monotonic(), self.step, self.epoch)
         self.train_loss = values.get("train_loss", self.train_loss)
         self.eval_loss = values.get("eval_loss", self.eval_loss)
 
@@ -51,14 +53,18 @@ class RunProgress:
         return time.monotonic() - self.started
 
     def eta_seconds(self) -> float | None:
-        """Remaining training time, from steps (max_steps) or epochs done so far."""
-        if self.training_started is None:
+        """Remaining training time at the pace observed since the first metric line; unknown
+        until the run has progressed past it (an ETA from one point would read 0m00s)."""
+        if self.first_seen is None:
             return None
-        spent = time.monotonic() - self.training_started
-        if self.total_steps and self.step:
-            return spent * max(self.total_steps - self.step, 0) / self.step
-        if self.epochs and self.epoch:
-            return spent * max(self.epochs - self.epoch, 0) / self.epoch
+        since, first_step, first_epoch = self.first_seen
+        spent = time.monotonic() - since
+        if self.total_steps and self.step and first_step is not None and self.step > first_step:
+            pace = spent / (self.step - first_step)
+            return pace * max(self.total_steps - self.step, 0)
+        if self.epochs and self.epoch and first_epoch is not None and self.epoch > first_epoch:
+            pace = spent / (self.epoch - first_epoch)
+            return pace * max(self.epochs - self.epoch, 0)
         return None
 
     def line(self) -> str:
