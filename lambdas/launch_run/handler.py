@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import boto3
 from aws_lambda_powertools import Logger, Tracer
@@ -22,6 +22,12 @@ from pydantic import BaseModel, ConfigDict
 from launch_run import logic
 from runspec.request import RunRequestError, is_deploy_request
 from runspec.settings import PlatformSettings
+
+if TYPE_CHECKING:
+    from mypy_boto3_ecr import ECRClient
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sagemaker import SageMakerClient
+    from mypy_boto3_stepfunctions import SFNClient
 
 logger = Logger(service="launch-run")
 tracer = Tracer(service="launch-run")
@@ -40,8 +46,23 @@ class LaunchEvent(BaseModel):
 
 
 @functools.cache
-def _client(service: str) -> Any:
-    return boto3.client(service)
+def _s3() -> S3Client:
+    return boto3.client("s3")
+
+
+@functools.cache
+def _ecr() -> ECRClient:
+    return boto3.client("ecr")
+
+
+@functools.cache
+def _sagemaker() -> SageMakerClient:
+    return boto3.client("sagemaker")
+
+
+@functools.cache
+def _stepfunctions() -> SFNClient:
+    return boto3.client("stepfunctions")
 
 
 @event_parser(model=LaunchEvent)
@@ -54,10 +75,10 @@ def handler(event: LaunchEvent, context: LambdaContext) -> dict[str, Any]:
             result = logic.start_run(
                 event.request,
                 settings,
-                sfn=_client("stepfunctions"),
-                s3=_client("s3"),
-                ecr=_client("ecr"),
-                sagemaker=_client("sagemaker"),
+                sfn=_stepfunctions(),
+                s3=_s3(),
+                ecr=_ecr(),
+                sagemaker=_sagemaker(),
             )
             logger.info("run started", extra=result)
             return result
@@ -65,8 +86,8 @@ def handler(event: LaunchEvent, context: LambdaContext) -> dict[str, Any]:
             run = logic.resolve_deployment(
                 event.request,
                 settings,
-                s3=_client("s3"),
-                sagemaker=_client("sagemaker"),
+                s3=_s3(),
+                sagemaker=_sagemaker(),
                 execution_name=event.execution_name,
             )
         else:
@@ -74,8 +95,8 @@ def handler(event: LaunchEvent, context: LambdaContext) -> dict[str, Any]:
                 event.request,
                 settings,
                 execution_name=event.execution_name,
-                s3=_client("s3"),
-                ecr=_client("ecr"),
+                s3=_s3(),
+                ecr=_ecr(),
             )
     except RunRequestError as error:
         logger.warning("invalid run request", extra={"problems": error.problems})

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from launch_run.checks import deployment_problems, validate_for_platform
 from launch_run.pinning import channels, pin_channel, resolve_image
@@ -31,6 +31,12 @@ from runspec.request import (
 from runspec.run import MAX_STATE_BYTES, PinnedDataset, Registration, RunDocument
 from runspec.settings import PlatformSettings
 
+if TYPE_CHECKING:
+    from mypy_boto3_ecr import ECRClient
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sagemaker import SageMakerClient
+    from mypy_boto3_stepfunctions import SFNClient
+
 __all__ = ["resolve_deployment", "resolve_run", "start_run"]
 
 #: The run document travels in every state of the execution (256 KiB each, with the rest of the
@@ -43,8 +49,8 @@ def resolve_run(
     settings: PlatformSettings,
     *,
     execution_name: str | None,
-    s3: Any,
-    ecr: Any,
+    s3: S3Client,
+    ecr: ECRClient,
 ) -> RunDocument:
     """Everything the workflow needs to run ``payload``: validated request with defaults,
     run id, pinned dataset versions, pinned image, training job, gate, registration and
@@ -118,8 +124,8 @@ def resolve_deployment(
     payload: object,
     settings: PlatformSettings,
     *,
-    s3: Any,
-    sagemaker: Any,
+    s3: S3Client,
+    sagemaker: SageMakerClient,
     execution_name: str | None = None,
 ) -> RunDocument:
     """The run document for deploying an earlier run's Approved model package in the execution
@@ -184,10 +190,10 @@ def start_run(
     payload: object,
     settings: PlatformSettings,
     *,
-    sfn: Any,
-    s3: Any,
-    ecr: Any,
-    sagemaker: Any | None = None,
+    sfn: SFNClient,
+    s3: S3Client,
+    ecr: ECRClient,
+    sagemaker: SageMakerClient,
 ) -> dict[str, Any]:
     """Start the workflow for ``payload`` (a run request, or a deploy request) with the run id
     as the execution name.

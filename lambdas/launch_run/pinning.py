@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from launch_run.checks import dataset_uris
 from runspec.request import S3_URI, RunRequest, RunRequestError
 from runspec.run import PinnedDataset, PinnedObject, TrainingImage
 from runspec.settings import PlatformSettings
+
+if TYPE_CHECKING:
+    from mypy_boto3_ecr import ECRClient
+    from mypy_boto3_s3 import S3Client
 
 __all__ = ["MAX_OBJECTS_PER_CHANNEL", "Channel", "channels", "pin_channel", "resolve_image"]
 
@@ -33,7 +37,7 @@ def channels(request: RunRequest, settings: PlatformSettings) -> list[Channel]:
     return found
 
 
-def pin_channel(s3: Any, channel: Channel, *, field: str) -> PinnedDataset:
+def pin_channel(s3: S3Client, channel: Channel, *, field: str) -> PinnedDataset:
     """The exact object versions a channel holds now: key, version id, ETag and size of each."""
     if channel.key.endswith("/"):
         return PinnedDataset(uri=channel.uri, objects=_pin_prefix(s3, channel, field))
@@ -55,7 +59,7 @@ def pin_channel(s3: Any, channel: Channel, *, field: str) -> PinnedDataset:
     return PinnedDataset(uri=channel.uri, objects=[pinned])
 
 
-def _pin_prefix(s3: Any, channel: Channel, field: str) -> list[PinnedObject]:
+def _pin_prefix(s3: S3Client, channel: Channel, field: str) -> list[PinnedObject]:
     objects: list[PinnedObject] = []
     paginator = s3.get_paginator("list_object_versions")
     for page in paginator.paginate(Bucket=channel.bucket, Prefix=channel.key):
@@ -78,7 +82,7 @@ def _pin_prefix(s3: Any, channel: Channel, field: str) -> list[PinnedObject]:
     return objects
 
 
-def resolve_image(request: RunRequest, settings: PlatformSettings, ecr: Any) -> TrainingImage:
+def resolve_image(request: RunRequest, settings: PlatformSettings, ecr: ECRClient) -> TrainingImage:
     """The image the job runs, pinned by digest for the custom image."""
     if request.training.option == "script-mode":
         return TrainingImage(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from aws_lambda_powertools import Logger, Tracer
@@ -18,6 +18,10 @@ from pydantic import BaseModel, ConfigDict
 
 from record_run import logic
 from runspec.run import RunDocument
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sagemaker import SageMakerClient
 
 logger = Logger(service="record-run")
 tracer = Tracer(service="record-run")
@@ -34,7 +38,9 @@ class RecordEvent(BaseModel):
 
 @functools.cache
 def _clients() -> logic.Clients:
-    return logic.Clients(sagemaker=boto3.client("sagemaker"), s3=boto3.client("s3"))
+    sagemaker: SageMakerClient = boto3.client("sagemaker")
+    s3: S3Client = boto3.client("s3")
+    return logic.Clients(sagemaker=sagemaker, s3=s3)
 
 
 @event_parser(model=RecordEvent)

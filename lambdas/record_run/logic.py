@@ -14,10 +14,14 @@ import datetime as dt
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from runspec.request import Evaluation
 from runspec.run import PACKAGE_METADATA_KEYS, GateDecision, RunDocument, TrainedRecord
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sagemaker import SageMakerClient
 
 __all__ = [
     "EVALUATION_METRICS",
@@ -45,8 +49,8 @@ _PARAMETER_STRING_LIMIT = 2500
 
 @dataclass(frozen=True)
 class Clients:
-    sagemaker: Any
-    s3: Any
+    sagemaker: SageMakerClient
+    s3: S3Client
 
 
 def now() -> dt.datetime:
@@ -63,7 +67,7 @@ def training_component_name(run: RunDocument) -> str:
 
 
 def best_approved_metric(
-    sagemaker: Any, group: str, metric: str
+    sagemaker: SageMakerClient, group: str, metric: str
 ) -> tuple[float | None, str | None]:
     """The best (lowest) ``metric`` among the group's Approved packages, and that package."""
     best: tuple[float | None, str | None] = (None, None)
@@ -195,7 +199,7 @@ def summarise(record: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
-def ensure_lineage(sagemaker: Any, run: RunDocument) -> None:
+def ensure_lineage(sagemaker: SageMakerClient, run: RunDocument) -> None:
     """The run's experiment, trial and run component exist and are associated (idempotent)."""
     experiment = run.experiment_name
     _create_if_missing(
@@ -286,7 +290,7 @@ def _trained(
 SERVING_CONTRACT_FILE = "serving_contract.json"
 
 
-def _serving_contract(s3: Any, model_uri: str) -> dict[str, Any] | None:
+def _serving_contract(s3: S3Client, model_uri: str) -> dict[str, Any] | None:
     """The model's serving contract: the training and serving stacks' versions."""
     bucket, _, prefix = model_uri.removeprefix("s3://").partition("/")
     key = f"{prefix.rstrip('/')}/{SERVING_CONTRACT_FILE}"
@@ -298,7 +302,9 @@ def _serving_contract(s3: Any, model_uri: str) -> dict[str, Any] | None:
     return manifest
 
 
-def _other(sagemaker: Any, run: RunDocument, milestone: str, details: dict[str, Any]) -> None:
+def _other(
+    sagemaker: SageMakerClient, run: RunDocument, milestone: str, details: dict[str, Any]
+) -> None:
     if milestone == "rejected":
         reason = details.get("evaluation", {}).get("reason", "rejected by the evaluation gate")
         _update_component(sagemaker, run, status="Completed", message=f"rejected: {reason}")
@@ -313,7 +319,7 @@ def _other(sagemaker: Any, run: RunDocument, milestone: str, details: dict[str, 
 
 
 def _update_component(
-    sagemaker: Any,
+    sagemaker: SageMakerClient,
     run: RunDocument,
     *,
     status: str | None = None,
@@ -411,7 +417,7 @@ def _failure_message(details: dict[str, Any]) -> str:
 
 
 def _append_to_record(
-    s3: Any, bucket: str, run: RunDocument, milestone: str, details: dict[str, Any]
+    s3: S3Client, bucket: str, run: RunDocument, milestone: str, details: dict[str, Any]
 ) -> dict[str, Any]:
     key = f"{RUNS_PREFIX}/{run.run_id}/run.json"
     try:
@@ -425,7 +431,7 @@ def _append_to_record(
     return record
 
 
-def _write_json(s3: Any, bucket: str, key: str, document: dict[str, Any]) -> None:
+def _write_json(s3: S3Client, bucket: str, key: str, document: dict[str, Any]) -> None:
     s3.put_object(
         Bucket=bucket,
         Key=key,

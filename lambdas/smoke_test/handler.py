@@ -10,7 +10,7 @@ compares the endpoint's prompt log-probabilities with the training stack's (see 
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from aws_lambda_powertools import Logger, Tracer
@@ -19,6 +19,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field
 
 from smoke_test import logic
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sagemaker_runtime import SageMakerRuntimeClient
 
 logger = Logger(service="smoke-test")
 tracer = Tracer(service="smoke-test")
@@ -32,12 +36,12 @@ class SmokeEvent(BaseModel):
 
 
 @functools.cache
-def _runtime() -> Any:
+def _runtime() -> SageMakerRuntimeClient:
     return boto3.client("sagemaker-runtime")
 
 
 @functools.cache
-def _s3() -> Any:
+def _s3() -> S3Client:
     return boto3.client("s3")
 
 

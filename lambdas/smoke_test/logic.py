@@ -22,9 +22,13 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_sagemaker_runtime import SageMakerRuntimeClient
 
 __all__ = [
     "LOSS_TOLERANCE",
@@ -91,10 +95,10 @@ class ServingReference(BaseModel):
 
 
 def smoke_test(
-    runtime: Any,
+    runtime: SageMakerRuntimeClient,
     endpoint_name: str,
     *,
-    s3: Any = None,
+    s3: S3Client | None = None,
     model_artifacts: str | None = None,
     max_new_tokens: int = 16,
     tolerance: LossTolerance = LOSS_TOLERANCE,
@@ -102,6 +106,8 @@ def smoke_test(
     """Generation check, then (with ``model_artifacts``) the reference check."""
     reference = None
     if model_artifacts is not None:
+        if s3 is None:
+            raise ValueError("model_artifacts needs an S3 client to read the serving reference")
         # Read first: a missing reference fails before the endpoint is called at all.
         reference = load_reference(s3, model_artifacts)
     body = {"inputs": SMOKE_PROMPT, "parameters": {"max_new_tokens": max_new_tokens}}
@@ -120,7 +126,7 @@ def smoke_test(
     return {**result, "model_artifacts": model_artifacts, **comparison}
 
 
-def load_reference(s3: Any, model_artifacts: str) -> ServingReference:
+def load_reference(s3: S3Client, model_artifacts: str) -> ServingReference:
     """``serving_reference.json`` from the model artifacts' S3 folder."""
     bucket, key = _reference_location(model_artifacts)
     uri = f"s3://{bucket}/{key}"

@@ -251,8 +251,13 @@ def test_start_is_idempotent(aws: Aws) -> None:
     sfn = aws.client("stepfunctions")
     request = {"experiment_name": "chat"}
 
-    first = start_run(request, aws.settings, sfn=sfn, s3=aws.client("s3"), ecr=aws.client("ecr"))
-    again = start_run(request, aws.settings, sfn=sfn, s3=aws.client("s3"), ecr=aws.client("ecr"))
+    clients = {
+        "s3": aws.client("s3"),
+        "ecr": aws.client("ecr"),
+        "sagemaker": aws.client("sagemaker"),
+    }
+    first = start_run(request, aws.settings, sfn=sfn, **clients)
+    again = start_run(request, aws.settings, sfn=sfn, **clients)
 
     assert first["started"] is True
     assert again["execution_arn"] == first["execution_arn"]
@@ -265,7 +270,12 @@ def test_start_is_idempotent(aws: Aws) -> None:
 
 def test_reusing_a_run_name_for_another_request_is_refused(aws: Aws) -> None:
     sfn = aws.client("stepfunctions")
-    clients = {"sfn": sfn, "s3": aws.client("s3"), "ecr": aws.client("ecr")}
+    clients = {
+        "sfn": sfn,
+        "s3": aws.client("s3"),
+        "ecr": aws.client("ecr"),
+        "sagemaker": aws.client("sagemaker"),
+    }
     start_run({"run_name": "exp-1"}, aws.settings, **clients)
     with pytest.raises(RunRequestError, match=r"run_name: run id 'exp-1' is already used"):
         start_run({"run_name": "exp-1", "hyperparameters": {"lora_r": 4}}, aws.settings, **clients)
@@ -280,6 +290,7 @@ def test_invalid_request_starts_nothing(aws: Aws) -> None:
             sfn=sfn,
             s3=aws.client("s3"),
             ecr=aws.client("ecr"),
+            sagemaker=aws.client("sagemaker"),
         )
     assert sfn.list_executions(stateMachineArn=aws.settings.state_machine_arn)["executions"] == []
 
