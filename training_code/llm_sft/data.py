@@ -1,45 +1,57 @@
-"""Reading and validating instruction data from a channel folder (standard library only).
+"""Reading instruction data from a channel folder (standard library only).
 
 Two row shapes, one JSON object per line in `*.jsonl` files:
 - chat: `{"messages": [{"role": "system"|"user"|"assistant", "content": "..."}, ...]}`
 - prompt/completion: `{"prompt": "...", "completion": "..."}`
 
-Everything is checked before any model is loaded, so bad data fails a job in seconds with the
-file and line in the FailureReason instead of training on garbage.
+The rules are `llm_sft.datacheck`'s, the module the launch function and the CLI check data with
+too (same messages, same line numbers). Everything is checked before any model is loaded, so
+bad data fails a job in seconds with the file and line in the FailureReason instead of training
+on garbage; what only looks wrong (repeated rows, empty user turns) is logged as a warning.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from llm_sft.datacheck import (
+    ROLE_ORDER,
+    ROLES,
+    DataRuleError,
+    Example,
+    JsonlCheck,
+    Message,
+    RowIndex,
+    file_warnings,
+    is_data_file,
+)
+from llm_sft.datacheck import parse_row as _parse_row
 from llm_sft.errors import DataError
 
-ROLES = ("system", "user", "assistant")
+__all__ = [
+    "ROLES",
+    "ROLE_ORDER",
+    "ChannelData",
+    "Example",
+    "Message",
+    "channel_files",
+    "load_channel",
+    "measure_tokens",
+    "parse_row",
+    "read_jsonl",
+    "split_validation",
+]
 
+logger = logging.getLogger(__name__)
 
-@dataclass(frozen=True)
-class Message:
-    role: str
-    content: str
-
-
-@dataclass(frozen=True)
-class Example:
-    """One validated row. Chat rows have `messages`; prompt/completion rows the two strings."""
-
-    source: str  # "file.jsonl:LINE", for error messages
-    messages: tuple[Message, ...] = ()
-    prompt: str | None = None
-    completion: str | None = None
-
-    @property
-    def is_chat(self) -> bool:
-        return bool(self.messages)
+#: Bytes read at a time: one line at a time is held beyond the rows kept.
+_CHUNK = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -63,115 +75,30 @@ class ChannelData:
         }
 
 
-def _where(path: Path, line: int | None = None) -> str:
-    return f"{path}:{line}" if line is not None else str(path)
-
-
-def _parse_messages(value: object, where: str) -> tuple[Message, ...]:
-    if not isinstance(value, list) or not value:
-        raise DataError(f"{where}: 'messages' must be a non-empty list")
-    messages: list[Message] = []
-    for index, item in enumerate(value):
-        if not isinstance(item, dict):
-            raise DataError(f"{where}: messages[{index}] must be an object")
-        if "role" not in item or "content" not in item:
-            missing = "role" if "role" not in item else "content"
-            raise DataError(f"{where}: messages[{index}] is missing field '{missing}'")
-        role, content = item["role"], item["content"]
-        if role not in ROLES:
-            raise DataError(
-                f"{where}: messages[{index}] has unknown role {role!r}"
-                f" (expected one of {', '.join(ROLES)})"
-            )
-        if not isinstance(content, str):
-            raise DataError(
-                f"{where}: messages[{index}] content must be a string, got {type(content).__name__}"
-            )
-        if role == "assistant" and not content.strip():
-            raise DataError(f"{where}: messages[{index}] is an assistant turn with empty content")
-        messages.append(Message(role=role, content=content))
-    if not any(m.role == "assistant" for m in messages):
-        raise DataError(f"{where}: conversation has no assistant turn (nothing to learn)")
-    _check_role_order(messages, where)
-    return tuple(messages)
-
-
-#: The turn order chat templates assume (most raise on anything else, some silently drop turns).
-ROLE_ORDER = (
-    "a conversation is an optional system turn, then user and assistant turns alternating, "
-    "starting with user and ending with assistant"
-)
-
-
-def _check_role_order(messages: Sequence[Message], where: str) -> None:
-    expected = "user"
-    for index, message in enumerate(messages):
-        if message.role == "system" and index == 0:
-            continue
-        if message.role != expected:
-            after = f"after a {messages[index - 1].role} turn" if index else "first"
-            raise DataError(
-                f"{where}: messages[{index}] is a {message.role} turn {after}, expected {expected}"
-                f"; {ROLE_ORDER}"
-            )
-        expected = "assistant" if expected == "user" else "user"
-    if messages[-1].role != "assistant":
-        raise DataError(
-            f"{where}: messages[{len(messages) - 1}] is a {messages[-1].role} turn at the end"
-            f"; {ROLE_ORDER}"
-        )
-
-
 def parse_row(row: object, where: str) -> Example:
     """Validate one decoded JSON value; `where` is `file:line`."""
-    if not isinstance(row, dict):
-        raise DataError(f"{where}: expected a JSON object, got {type(row).__name__}")
-    has_chat = "messages" in row
-    has_pc = "prompt" in row or "completion" in row
-    if has_chat and has_pc:
-        raise DataError(f"{where}: row has both 'messages' and 'prompt'/'completion'; use one")
-    if has_chat:
-        return Example(source=where, messages=_parse_messages(row["messages"], where))
-    if has_pc:
-        for key in ("prompt", "completion"):
-            if key not in row:
-                raise DataError(f"{where}: missing field '{key}'")
-            if not isinstance(row[key], str):
-                raise DataError(
-                    f"{where}: '{key}' must be a string, got {type(row[key]).__name__}"
-                    " (for conversations use 'messages')"
-                )
-        if not row["completion"].strip():
-            raise DataError(f"{where}: 'completion' is empty (nothing to learn)")
-        return Example(source=where, prompt=row["prompt"], completion=row["completion"])
-    raise DataError(f"{where}: missing field: expected 'messages', or 'prompt' and 'completion'")
+    try:
+        return _parse_row(row, where)
+    except DataRuleError as problem:
+        raise DataError(str(problem)) from None
 
 
-def read_jsonl(path: Path) -> tuple[list[Example], str]:
-    """Validated examples of one file and the file's sha256."""
-    data = path.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    examples: list[Example] = []
-    for number, raw in enumerate(data.split(b"\n"), start=1):
-        where = _where(path, number)
-        try:
-            text = raw.decode("utf-8").strip()
-        except UnicodeDecodeError:
-            raise DataError(f"{where}: not valid UTF-8") from None
-        if number == 1:
-            text = text.removeprefix("\ufeff")
-        if not text:
-            continue
-        try:
-            row = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise DataError(
-                f"{where}: malformed JSON ({error.msg} at column {error.colno})"
-            ) from None
-        examples.append(parse_row(row, where))
-    if not examples:
-        raise DataError(f"{path}: file is empty (no JSON lines)")
-    return examples, digest
+def read_jsonl(path: Path, index: RowIndex | None = None) -> tuple[list[Example], str]:
+    """Validated examples of one file and the file's sha256; the first error raises DataError.
+    ``index`` finds rows repeated across the files of a channel."""
+    check = JsonlCheck(str(path), fail_fast=True, keep=True, index=index)
+    try:
+        with path.open("rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                check.feed(chunk)
+        report = check.close()
+    except DataRuleError as problem:
+        raise DataError(str(problem)) from None
+    for warning in [*report.warnings[:3], *file_warnings(report)]:
+        logger.warning("%s", warning)
+    assert check.examples is not None
+    assert report.sha256 is not None
+    return check.examples, report.sha256
 
 
 def channel_files(name: str, directory: Path) -> list[Path]:
@@ -182,7 +109,7 @@ def channel_files(name: str, directory: Path) -> list[Path]:
     files = sorted(
         p
         for p in directory.rglob("*.jsonl")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(directory).parts)
+        if p.is_file() and is_data_file(p.relative_to(directory).as_posix())
     )
     if not files:
         present = sorted(p.name for p in directory.iterdir())[:5]
@@ -199,8 +126,9 @@ def load_channel(name: str, directory: Path) -> ChannelData:
     files = channel_files(name, directory)
     examples: list[Example] = []
     hashes: dict[str, str] = {}
+    index = RowIndex()  # rows repeated anywhere in the channel
     for path in files:
-        rows, digest = read_jsonl(path)
+        rows, digest = read_jsonl(path, index)
         examples.extend(rows)
         root = directory if directory.is_dir() else directory.parent
         hashes[path.relative_to(root).as_posix()] = digest
@@ -230,3 +158,14 @@ def split_validation(
     train = [e for i, e in enumerate(examples) if i not in held]
     validation = [e for i, e in enumerate(examples) if i in held]
     return train, validation
+
+
+def measure_tokens(tokenizer: Any, example: Example, max_seq_length: int) -> tuple[int, int]:
+    """The example's full token length as the training job encodes it, and how many trainable
+    tokens it keeps within ``max_seq_length`` (0: the job drops it)."""
+    from llm_sft.encoding import IGNORE_INDEX, encode_example
+
+    encoded = encode_example(tokenizer, example, max_seq_length=2**62)
+    # encode_example(..., max_seq_length) keeps labels[:max_seq_length] with labels[0] ignored.
+    within = encoded.labels[1:max_seq_length]
+    return len(encoded.input_ids), sum(1 for label in within if label != IGNORE_INDEX)
