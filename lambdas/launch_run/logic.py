@@ -12,6 +12,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from launch_run.checks import deployment_problems, validate_for_platform
+from launch_run.datacheck import check_pinned_datasets
 from launch_run.pinning import channels, pin_channel, resolve_image
 from launch_run.plans import deployment_plan, training_plan
 from runspec.naming import (
@@ -104,6 +105,11 @@ def resolve_run(
         tags=tags,
     )
     _check_size(run)
+    # Last, once everything cheaper passed: the pinned objects through the training code's
+    # data rules (bounded; the job still checks every row).
+    checked = check_pinned_datasets(s3, datasets)
+    if checked.problems:
+        raise RunRequestError(checked.problems)
     return run
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
+from typing import Any
 
 import aws_cdk as cdk
+import jsii
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -22,6 +25,55 @@ POWERTOOLS_LAYER = (
     "AWSLambdaPowertoolsPythonV3-python314-arm64:38"
 )
 EXCLUDED_FROM_ASSET = ["__pycache__", "*.pyc", ".pytest_cache", ".mypy_cache"]
+#: The training code folder, and the modules of it the functions import: standard library only
+#: and self-contained (see the docstring of llm_sft/datacheck.py for why the rules live there).
+TRAINING_CODE = Path(__file__).resolve().parents[2] / "training_code"
+SHARED_TRAINING_MODULES = ("llm_sft/datacheck.py",)
+
+
+@jsii.implements(cdk.ILocalBundling)
+class FunctionAssetBundler:
+    """Builds the functions' code asset on this machine, never in Docker: ``code_dir`` (caches
+    left out) plus each of ``SHARED_TRAINING_MODULES`` at the same path (``llm_sft/...``, with an
+    empty ``__init__.py``), so the functions import the training code's module by the name the
+    training job and the CLI use. Only copies: it always succeeds, and the same sources give the
+    same bytes (the asset hash is the output's)."""
+
+    def __init__(self, code_dir: Path, training_code: Path = TRAINING_CODE) -> None:
+        self.code_dir = code_dir
+        self.training_code = training_code
+
+    def try_bundle(self, output_dir: str, *_options: Any, **_more: Any) -> bool:
+        output = Path(output_dir)
+        shutil.copytree(
+            self.code_dir,
+            output,
+            dirs_exist_ok=True,
+            ignore=shutil.ignore_patterns(*EXCLUDED_FROM_ASSET),
+        )
+        for module in SHARED_TRAINING_MODULES:
+            target = output / module
+            if target.exists():
+                raise FileExistsError(
+                    f"{self.code_dir} has {module} of its own; it comes from {self.training_code}"
+                )
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(self.training_code / module, target)
+            (target.parent / "__init__.py").touch()
+        return True
+
+
+def function_code(code_dir: Path) -> lambda_.Code:
+    """The functions' code asset: bundled locally (``FunctionAssetBundler``; the image is never
+    pulled), hashed by its content so that a change in a shared module redeploys the code."""
+    return lambda_.Code.from_asset(
+        str(code_dir),
+        asset_hash_type=cdk.AssetHashType.OUTPUT,
+        bundling=cdk.BundlingOptions(
+            image=lambda_.Runtime.PYTHON_3_14.bundling_image,
+            local=FunctionAssetBundler(code_dir),
+        ),
+    )
 
 
 class ProjectFunction(Construct):
@@ -29,8 +81,9 @@ class ProjectFunction(Construct):
     logs to an encrypted log group, X-Ray tracing, reserved concurrency, and network interfaces
     in the platform's private subnets.
 
-    The whole ``lambdas/`` folder is the code asset (shared ``runspec`` included), so all
-    functions share one asset; ``handler`` picks the module (e.g. ``launch_run.handler.handler``).
+    The whole ``lambdas/`` folder, plus the training code's data rules (``llm_sft/datacheck.py``,
+    see ``function_code``), is the code asset (shared ``runspec`` included), so all functions
+    share one asset; ``handler`` picks the module (e.g. ``launch_run.handler.handler``).
 
     Props:
         handler / description / environment / timeout_seconds / memory_size: its own.
@@ -107,7 +160,7 @@ class ProjectFunction(Construct):
             runtime=lambda_.Runtime.PYTHON_3_14,
             architecture=lambda_.Architecture.ARM_64,
             handler=handler,
-            code=lambda_.Code.from_asset(str(code_dir), exclude=EXCLUDED_FROM_ASSET),
+            code=function_code(code_dir),
             layers=[
                 lambda_.LayerVersion.from_layer_version_arn(
                     self,
