@@ -23,6 +23,7 @@ from rich.text import Text
 
 from finetune.backends.base import Backend, ExecutionOutcome
 from finetune.backends.common import check_run_id, elide
+from finetune.data_commands import data_app
 from finetune.errors import EXIT_FAILED, EXIT_USAGE, CliError
 from finetune.progress import RunProgress
 from finetune.records import INTERRUPTED_HINT, KEY_PARAMETERS, RunRow, mark_best, run_row
@@ -35,6 +36,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+app.add_typer(data_app)  # finetune data check | upload
 REPO = Path(__file__).resolve().parents[1]
 DEMO_RUNS = (REPO / "examples/runs/local-demo-a.yaml", REPO / "examples/runs/local-demo-b.yaml")
 T = TypeVar("T")
@@ -283,11 +285,13 @@ def launch(
     """Validate a run request, start it, and follow it to the end."""
 
     def action(options: Options) -> None:
-        document, _ = load_run_file(run_file)
+        from finetune.datasets import load_launch_file, local_paths_for
+
+        document = load_launch_file(run_file)  # local paths: staged by the local backend
         _follow(
             options,
             lambda backend, reporter: backend.launch(
-                document, reporter=reporter, wait=wait, serve=serve
+                local_paths_for(backend.name, document), reporter=reporter, wait=wait, serve=serve
             ),
         )
 

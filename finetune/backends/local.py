@@ -23,6 +23,7 @@ from finetune.backends.common import (
     start,
     summary_of,
 )
+from finetune.datasets import stage_local_inputs
 from finetune.errors import EXIT_USAGE, CliError
 from finetune.local.session import (
     DEPLOY_RETRY_HINT,
@@ -73,6 +74,11 @@ class LocalBackend:
         reporter: Reporter,
     ) -> ExecutionOutcome:
         settings = PlatformSettings.from_env(local.platform.launch_environment)
+        # Local paths in the request (dataset files, a base model folder) are uploaded to the
+        # emulated datasets bucket; from here on the request names their s3:// URIs.
+        document = stage_local_inputs(
+            local.client("s3"), local.platform.datasets_bucket, document, say=reporter.message
+        )
         check_local_data(local, document)
         started = start(document, settings, local.client)
         run_id = str(started["run_id"])
