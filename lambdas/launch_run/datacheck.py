@@ -13,8 +13,9 @@ prefix may take some) whatever the dataset's size:
   of ``WINDOW_BYTES`` spread evenly over the rest (rows named by byte offset: the lines before a
   window are not read, so their number is unknown);
 - a run reads at most ``RUN_BYTES`` in all (objects past it are left to the job), and stops
-  reading after ``TIME_BUDGET_SECONDS`` (1.3 s per 64 MiB measured on one core; a 512 MB
-  function has ~0.3 of a vCPU, so ~15 s per ``RUN_BYTES``).
+  reading after ``TIME_BUDGET_SECONDS``. ``benchmarks/bench_data_check.py`` measures ~60 MB/s
+  on one core, ~1.1 s per ``RUN_BYTES``; a 512 MB function has ~0.3 of a vCPU: ~4 s, plus the
+  transfer from S3.
 
 Memory: one chunk and one line at a time, plus 8-byte digests of at most ``INDEX_ROWS`` rows for
 the duplicate and overlap warnings. Warnings (repeated rows, validation rows that are training
