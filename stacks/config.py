@@ -12,6 +12,8 @@ import ipaddress
 import re
 from dataclasses import dataclass, field, fields
 
+from runspec.setup import MAX_INSTANCE_COUNT
+
 __all__ = [
     "ENVIRONMENTS",
     "ConfigError",
@@ -138,6 +140,9 @@ class PlatformConfig:
         "ml.p4d.24xlarge",
         "ml.p5.48xlarge",
     )
+    #: The most instances one training job may use (a request's ``training.instance_count``);
+    #: a multi-instance job runs one process per GPU on every instance (torchrun, DDP or FSDP).
+    max_training_instances: int = 4
     #: Initial approval status of registered model packages.
     model_approval_status: str = "PendingManualApproval"
     #: Whether a run may set trust_remote_code: code shipped with a model then runs inside the
@@ -193,6 +198,13 @@ class PlatformConfig:
             f"{key}: training_instance_type",
             self.training_instance_type,
             "one of allowed_training_instance_types",
+        )
+        _check(
+            type(self.max_training_instances) is int
+            and 1 <= self.max_training_instances <= MAX_INSTANCE_COUNT,
+            f"{key}: max_training_instances",
+            self.max_training_instances,
+            f"a whole number from 1 to {MAX_INSTANCE_COUNT} (a run request's most)",
         )
         _check(
             5 <= self.studio_idle_timeout_minutes <= 525600,

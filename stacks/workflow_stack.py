@@ -82,6 +82,7 @@ class WorkflowStack(cdk.Stack):
             script_source_s3_uri=image.script_source_s3_uri,
             default_training_instance_type=config.training_instance_type,
             allowed_training_instance_types=config.allowed_training_instance_types,
+            max_training_instances=config.max_training_instances,
             default_endpoint_instance_type=config.endpoint_instance_type,
             model_package_group=shared.model_package_group_name,
             model_approval_status=config.model_approval_status,

@@ -34,6 +34,9 @@ class TrainingDefaults:
     lora_r: int
     gradient_checkpointing: str | bool
     merge_adapter: bool
+    bf16: str | bool
+    distributed_strategy: str
+    attn_implementation: str
 
 
 @functools.cache

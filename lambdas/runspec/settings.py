@@ -42,6 +42,8 @@ class PlatformSettings:
     #: How often and how many times the workflow checks a deploying endpoint (60 s x 60 = 1 h).
     endpoint_poll_seconds: int = 60
     endpoint_max_polls: int = 60
+    #: The most instances one training job may use (a request's training.instance_count).
+    max_training_instances: int = 1
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> PlatformSettings:
@@ -58,7 +60,11 @@ class PlatformSettings:
                 values[f.name] = tuple(json.loads(raw))
             elif f.name in ("internet_egress", "allow_trust_remote_code"):
                 values[f.name] = raw.lower() == "true"
-            elif f.name in ("endpoint_poll_seconds", "endpoint_max_polls"):
+            elif f.name in (
+                "endpoint_poll_seconds",
+                "endpoint_max_polls",
+                "max_training_instances",
+            ):
                 values[f.name] = int(raw)
             else:
                 values[f.name] = raw
@@ -85,6 +91,7 @@ _OPTIONAL = (
     "mlflow_tracking_arn",
     "endpoint_poll_seconds",
     "endpoint_max_polls",
+    "max_training_instances",
 )
 
 
