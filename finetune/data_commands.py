@@ -219,7 +219,7 @@ def upload(
             options.err.print(
                 f"{obj.path}: {verb} to {obj.uri} (version {obj.version_id})", highlight=False
             )
-        for warning in result.warnings()[:SHOWN]:
+        for warning in result.warnings():
             options.err.print(Text.assemble(("warning:", "yellow"), " ", warning))
         if options.json:
             document = {
@@ -409,12 +409,13 @@ def _print_check(console: Console, result: CheckResult, epochs: float) -> None:
         console.print(Text.assemble(("error:", "bold red"), " ", error))
     if result.error_count > SHOWN:
         console.print(f"... {result.error_count - SHOWN:,} more errors (--json lists 20 per file)")
-    warnings = result.warnings()
-    for warning in warnings[:SHOWN]:
+    for warning in result.warnings():
         console.print(Text.assemble(("warning:", "yellow"), " ", warning))
     total_warnings = sum(r.warning_count for rs in result.files.values() for r in rs)
-    if total_warnings > SHOWN:
-        console.print(f"... {total_warnings:,} warnings in all")
+    if total_warnings:
+        console.print(
+            "(--json lists the rows behind each warning, the first 20 of each file)", style="dim"
+        )
     for channel, stats in result.tokens.items():
         console.print(
             Text.assemble(

@@ -78,10 +78,9 @@ class CheckResult:
         return sum(r.error_count for reports in self.files.values() for r in reports)
 
     def warnings(self) -> list[str]:
-        """File-level summaries first, then the first rows of each file."""
+        """One line per kind of warning of each file (count and first row)."""
         reports = [report for reports in self.files.values() for report in reports]
-        summaries = [warning for report in reports for warning in file_warnings(report)]
-        return summaries + [warning for report in reports for warning in report.warnings]
+        return [warning for report in reports for warning in file_warnings(report)]
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -7,6 +7,7 @@ as it happens, so any number of terminals can launch, serve, promote and list at
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import time
 from collections.abc import Iterator
@@ -79,7 +80,9 @@ class LocalBackend:
         document = stage_local_inputs(
             local.client("s3"), local.platform.datasets_bucket, document, say=reporter.message
         )
-        check_local_data(local, document)
+        with _logger_level("llm_sft.data", logging.ERROR):
+            # Its warnings name temporary copies; the launch check reports them by object.
+            check_local_data(local, document)
         started = start(document, settings, local.client)
         run_id = str(started["run_id"])
         name = str(started["execution_arn"]).rsplit(":", 1)[1]
@@ -250,6 +253,17 @@ def _outcome(execution: ExecutionRow, *, started: bool) -> ExecutionOutcome:
         hint = RETRY_HINT if execution.kind == "run" else DEPLOY_RETRY_HINT
         outcome.cause = outcome.cause or f"attempt {execution.attempt}: {hint}"
     return outcome
+
+
+@contextlib.contextmanager
+def _logger_level(name: str, level: int) -> Iterator[None]:
+    logger = logging.getLogger(name)
+    previous = logger.level
+    logger.setLevel(level)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous)
 
 
 @contextlib.contextmanager

@@ -117,7 +117,7 @@ def check_pinned_datasets(
                 continue
             report = _check_object(s3, bucket, obj, uri, index, compare_with, budget)
             result.reports.append(report)
-            result.warnings.extend([*report.warnings[:3], *file_warnings(report)])
+            result.warnings.extend(file_warnings(report))
             errors.extend(
                 (rank, f"dataset.{channel}: {error}") for rank, error in enumerate(report.errors)
             )

@@ -48,7 +48,10 @@ def test_check_reports_format_rows_and_warnings(tmp_path: Path) -> None:
     assert report["ok"] is True
     text = invoke("data", "check", str(train), "--validation", str(validation))
     assert text.exit_code == 0
-    assert f"warning: {validation}:1: is also a training row ({train}:1)" in text.stdout
+    assert (
+        f"warning: {validation}: 1 rows are also training rows (the evaluation measures "
+        f"memorization); the first: {validation}:1: is also a training row ({train}:1)"
+    ) in text.stdout
     assert "ok: 2 files, 0 errors" in text.stdout
 
 

@@ -115,7 +115,9 @@ def test_warnings_do_not_refuse() -> None:
     assert datacheck.file_warnings(report) == [
         "t.jsonl: mixes 3 chat and 1 prompt/completion rows; both train, but one format per"
         " dataset is what you meant",
-        "t.jsonl: 1 rows repeat an earlier row",
+        "t.jsonl: 1 rows repeat an earlier row; the first: t.jsonl:3: repeats t.jsonl:1",
+        "t.jsonl: 2 user/system turns or prompts are empty; the first: t.jsonl:2: messages[0]"
+        " is a user turn with empty content",
     ]
 
 
@@ -127,9 +129,7 @@ def test_validation_rows_that_are_training_rows() -> None:
         "val.jsonl", [json.dumps(other).encode() + b"\n" + GOOD], compare_with=train
     )
     assert report.overlap == 1
-    assert report.warnings == [
-        "val.jsonl:2: is also a training row (train.jsonl:1); eval loss is optimistic"
-    ]
+    assert report.warnings == ["val.jsonl:2: is also a training row (train.jsonl:1)"]
 
 
 def test_streaming_gives_the_same_report_for_any_chunking() -> None:

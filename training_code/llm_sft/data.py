@@ -94,7 +94,7 @@ def read_jsonl(path: Path, index: RowIndex | None = None) -> tuple[list[Example]
         report = check.close()
     except DataRuleError as problem:
         raise DataError(str(problem)) from None
-    for warning in [*report.warnings[:3], *file_warnings(report)]:
+    for warning in file_warnings(report):
         logger.warning("%s", warning)
     assert check.examples is not None
     assert report.sha256 is not None

@@ -298,6 +298,7 @@ class FileReport:
     duplicates: int = 0
     overlap: int = 0  # rows also in the index compared against (validation vs train)
     empty_contents: int = 0
+    first: dict[str, str] = field(default_factory=dict)  # the first row warning of each kind
 
     @property
     def format(self) -> str:
@@ -507,19 +508,19 @@ class JsonlCheck:
             report.characters += len(example.prompt or "") + len(example.completion or "")
         for message in _empty_turns(example):
             report.empty_contents += 1
-            self._warn(f"{where}: {message}")
+            self._warn(f"{where}: {message}", "empty")
         digest = _digest(example)
         earlier = self.index.find(digest)
         if earlier is not None:
             report.duplicates += 1
-            self._warn(f"{where}: repeats {earlier}")
+            self._warn(f"{where}: repeats {earlier}", "duplicate")
         else:
             self.index.add(digest, self._file_number, line)
         if self.compare_with is not None:
             twin = self.compare_with.find(digest)
             if twin is not None:
                 report.overlap += 1
-                self._warn(f"{where}: is also a training row ({twin}); eval loss is optimistic")
+                self._warn(f"{where}: is also a training row ({twin})", "overlap")
         if self.examples is not None:
             self.examples.append(example)
         if self.on_example is not None:
@@ -532,7 +533,8 @@ class JsonlCheck:
         if len(self.report.errors) < REPORTED:
             self.report.errors.append(str(problem))
 
-    def _warn(self, text: str) -> None:
+    def _warn(self, text: str, kind: str) -> None:
+        self.report.first.setdefault(kind, text)
         self.report.warning_count += 1
         if len(self.report.warnings) < REPORTED:
             self.report.warnings.append(text)
@@ -547,20 +549,25 @@ def check_chunks(name: str, chunks: Iterable[bytes], **options: Any) -> FileRepo
 
 
 def file_warnings(report: FileReport) -> list[str]:
-    """The file-level warnings of a report (one line each), after its row warnings."""
+    """One line per kind of warning of a file, with its count and first row (what logs show;
+    the rows themselves are in ``report.warnings``)."""
     found = []
     if report.format == "mixed":
         found.append(
             f"{report.name}: mixes {report.chat_rows:,} chat and {report.prompt_completion_rows:,}"
             " prompt/completion rows; both train, but one format per dataset is what you meant"
         )
-    if report.duplicates:
-        found.append(f"{report.name}: {report.duplicates:,} rows repeat an earlier row")
-    if report.overlap:
-        found.append(
-            f"{report.name}: {report.overlap:,} rows are also training rows; the evaluation "
-            "measures memorization, not generalization"
-        )
+    counts = {
+        "duplicate": (report.duplicates, "rows repeat an earlier row"),
+        "empty": (report.empty_contents, "user/system turns or prompts are empty"),
+        "overlap": (
+            report.overlap,
+            "rows are also training rows (the evaluation measures memorization)",
+        ),
+    }
+    for kind, (count, what) in counts.items():
+        if count:
+            found.append(f"{report.name}: {count:,} {what}; the first: {report.first[kind]}")
     return found
 
 
