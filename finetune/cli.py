@@ -232,38 +232,28 @@ def estimate(
     ] = None,
     json_output: JsonFlag = False,
 ) -> None:
-    """Instance, GPU memory fit, $/h on-demand and spot, and estimated run cost."""
+    """Per-GPU memory under the strategy the job will use, speed-up, time and cost for each
+    instance count, and the cheapest configuration that fits (exit 2 when the platform would
+    refuse the run)."""
 
     def action(options: Options) -> None:
-        from finetune.estimating import estimate_request
+        from finetune.estimating import estimate_request, render_estimate
         from stacks.config import load_config
 
         _, request = load_run_file(run_file)
         if request is None:
             raise CliError(f"{run_file}: a deploy request has nothing to estimate", exit_code=2)
-        result = estimate_request(
+        report = estimate_request(
             request, load_config(options.env), region=region, tokens=tokens, dataset=dataset
         )
         if options.json:
-            options.out.print_json(json.dumps(result))
+            options.out.print_json(json.dumps(report.to_dict()))
         else:
-            _print_estimate(options.out, result)
-        fit = result["requested"]["fit"]
-        if not fit["fits"]:
-            # The platform refuses this run (launch exits 2 with the same message).
-            recommended = (result.get("recommended") or {}).get("fit") or {}
-            message = str(fit["message"])
-            if not message.startswith("training.instance_type"):
-                message = f"training.instance_type: {message}"
-            raise CliError(
-                f"{run_file}: {message}",
-                hint=(
-                    f"{recommended['instance_type']} fits"
-                    if recommended.get("fits")
-                    else "see the estimate above"
-                ),
-                exit_code=EXIT_USAGE,
-            )
+            render_estimate(options.out, report)
+        refusal = report.refusal(run_file)
+        if refusal is not None:
+            # The platform refuses this run (launch exits 2 with the same rule).
+            raise refusal
 
     _run(ctx, action, json_output=json_output)
 
@@ -533,55 +523,6 @@ def _print_comparison(console: Console, rows: list[RunRow]) -> None:
     for label, value in fields:
         table.add_row(label, *(str(value(r)) for r in rows))
     console.print(table)
-
-
-def _print_estimate(console: Console, result: dict[str, Any]) -> None:
-    model = result["model"]
-    requested = result["requested"]
-    fit = requested["fit"]
-    console.print(
-        _line(
-            (str(model["name"]), "bold"),
-            f" ({model['size']}, {model['source']}) · {result['method']} · "
-            f"seq {result['sequence_length']} × micro-batch {result['micro_batch_size']} · "
-            f"{result['tokens']:,} tokens ({result['tokens_basis']})",
-        ),
-        highlight=False,
-    )
-    verdict = ("fits", "green") if fit["fits"] else ("does not fit", "red")
-    console.print(
-        _line(f"{fit['instance_type']}: ", verdict, f" — {fit['message']}"), highlight=False
-    )
-    table = Table(title=f"Cost in {result['region']} (catalog as of {result['catalog_as_of']})")
-    for column in (
-        "instance",
-        "fits",
-        "GiB needed/usable",
-        "$/h on-demand",
-        "$/h spot",
-        "hours",
-        "run on-demand $",
-        "run spot $",
-    ):
-        table.add_column(column)
-    for label in ("requested", "recommended"):
-        entry = result.get(label)
-        if not entry:
-            continue
-        entry_fit = entry["fit"]
-        table.add_row(
-            f"{entry_fit['instance_type']} ({label})",
-            "yes" if entry_fit["fits"] else "no",
-            f"{entry_fit['needed_gib']:.1f}/{entry_fit['available_gib']:.1f}",
-            f"{entry['on_demand']['usd_per_instance_hour']:.3f}",
-            f"{entry['spot']['usd_per_instance_hour']:.3f}",
-            f"{entry['billable_hours']:.2f}",
-            f"{entry['on_demand']['total_usd']:.2f}",
-            f"{entry['spot']['total_usd']:.2f}",
-        )
-    console.print(table)
-    for note in result.get("notes", []):
-        console.print(f"note: {note}", style="dim", highlight=False)
 
 
 def main() -> None:

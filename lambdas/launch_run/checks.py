@@ -1,18 +1,19 @@
 """Platform rules a run request must pass before anything starts, one ``field: rule`` each.
 
 The request schema (runspec.request) checks what a request can say on its own; these rules need
-the platform's configuration: the instance allow-list, the buckets, egress, and the memory model
-for training and for serving.
+the platform's configuration: the instance allow-list and most instances per job, the buckets,
+egress, and the memory model for training and for serving. The training setup is built once
+from the request (runspec.setup); the estimator's suggestions are worded here in request fields.
 """
 
 from __future__ import annotations
 
-from runspec.catalog import UnknownInstanceType, get_instance, resolve_model_shape
-from runspec.defaults import training_defaults
-from runspec.estimate import check_fit
+from runspec.catalog import UnknownInstanceType, get_instance
+from runspec.estimate import Suggestion, check_fit
 from runspec.request import S3_URI, RunRequest
 from runspec.serving import serving_fit
 from runspec.settings import PlatformSettings
+from runspec.setup import REQUEST_FIELDS, PlatformLimits, SetupError, TrainingSetup
 
 __all__ = ["DEFAULT_DATASET_PREFIX", "dataset_uris", "deployment_problems", "validate_for_platform"]
 
@@ -23,21 +24,14 @@ DEFAULT_DATASET_PREFIX = "datasets/default"
 def validate_for_platform(request: RunRequest, settings: PlatformSettings) -> list[str]:
     """Problems that only the platform's configuration can reveal."""
     problems: list[str] = []
-    instance_type = request.training.instance_type or settings.default_training_instance_type
-    if instance_type not in settings.allowed_training_instance_types:
-        problems.append(
-            f"training.instance_type: {instance_type!r} is not allowed on this platform; "
-            f"allowed: {', '.join(settings.allowed_training_instance_types)}"
-        )
+    setup: TrainingSetup | None = None
+    try:
+        setup = TrainingSetup.from_request(request, PlatformLimits.from_settings(settings))
+    except SetupError as error:
+        problems.extend(error.problems)
     else:
-        problems.extend(_fit_problems(request, instance_type, settings.region))
-    if request.training.instance_count > 1:
-        problems.append(
-            f"training.instance_count: {request.training.instance_count} instances are not "
-            "supported: the training code runs one process per job with the model spread over "
-            "the instance's GPUs; use one instance with more GPUs (e.g. ml.g5.12xlarge)"
-        )
-    problems.extend(deployment_problems(request, settings))
+        problems.extend(setup.limit_problems() or _fit_problems(setup))
+    problems.extend(deployment_problems(request, settings, setup))
     problems.extend(_data_location_problems(request, settings))
     if request.hyperparameters.trust_remote_code and not settings.allow_trust_remote_code:
         problems.append(
@@ -78,60 +72,33 @@ def _data_location_problems(request: RunRequest, settings: PlatformSettings) -> 
     return problems
 
 
-def _fit_problems(request: RunRequest, instance_type: str, region: str) -> list[str]:
-    hp = request.hyperparameters
-    defaults = training_defaults()
-    try:
-        shape = resolve_model_shape(request.base_model, request.model_parameters_billions)
-    except ValueError as error:
-        return [f"model_parameters_billions: {error}"]
-    try:
-        fit = check_fit(
-            instance_type,
-            shape,
-            method=request.method,
-            sequence_length=hp.max_seq_length or defaults.max_seq_length,
-            micro_batch_size=hp.per_device_train_batch_size or defaults.per_device_train_batch_size,
-            lora_r=hp.lora_r or defaults.lora_r,
-            gradient_checkpointing=(
-                None
-                if hp.gradient_checkpointing in (None, "auto")
-                else bool(hp.gradient_checkpointing)
-            ),
-            instance_count=request.training.instance_count,
-            region=region,
-            # The training code runs one process per instance with the model's layers spread
-            # over the instance's GPUs (device_map="auto").
-            multi_gpu="layer_split",
-        )
-    except UnknownInstanceType as error:
-        return [str(error)]
-    return [] if fit.fits else [_in_request_terms(fit.message)]
+def _fit_problems(setup: TrainingSetup) -> list[str]:
+    fit = check_fit(setup)
+    if fit.fits:
+        return []
+    advice = " or ".join(_in_request_terms(s) for s in fit.suggestions)
+    return [
+        f"{REQUEST_FIELDS[fit.field]}: {fit.summary}; "
+        + (f"use {advice}" if advice else "nothing this platform allows fits it")
+    ]
 
 
-#: The memory model speaks of training knobs; a request names them by their fields.
-_REQUEST_TERMS = (
-    ("method lora/qlora", "hyperparameters.method 'lora' or 'qlora'"),
-    ("method qlora", "hyperparameters.method 'qlora'"),
-    (
-        "micro_batch_size 1 (raise gradient_accumulation_steps)",
-        "hyperparameters.per_device_train_batch_size 1 "
-        "(raise hyperparameters.gradient_accumulation_steps)",
-    ),
-    ("gradient_checkpointing on", "hyperparameters.gradient_checkpointing true"),
-    ("a shorter sequence_length", "a shorter hyperparameters.max_seq_length"),
-)
+def _in_request_terms(suggestion: Suggestion) -> str:
+    """``hyperparameters.per_device_train_batch_size 1 with
+    hyperparameters.gradient_accumulation_steps 4``: fields and values as a request writes them."""
+    return " with ".join(
+        f"{REQUEST_FIELDS[c.field]} "
+        + (str(c.value).lower() if isinstance(c.value, bool) else repr(c.value))
+        for c in suggestion.changes
+    )
 
 
-def _in_request_terms(message: str) -> str:
-    for term, field in _REQUEST_TERMS:
-        message = message.replace(term, field)
-    return message
-
-
-def deployment_problems(request: RunRequest, settings: PlatformSettings) -> list[str]:
+def deployment_problems(
+    request: RunRequest, settings: PlatformSettings, setup: TrainingSetup | None = None
+) -> list[str]:
     """A run that asks to be deployed must be servable: a merged model that fits the serving
-    instance. Checked at launch, not after hours of training."""
+    instance. Checked at launch, not after hours of training. ``setup``: the request's training
+    setup when the caller has built it."""
     deployment = request.deployment
     if not deployment.enabled:
         return []
@@ -154,12 +121,12 @@ def deployment_problems(request: RunRequest, settings: PlatformSettings) -> list
             f"deployment.instance_type: {instance_type!r} has no NVIDIA GPU; the Hugging Face "
             "LLM serving container (TGI) needs one (e.g. ml.g5.2xlarge)",
         ]
-    try:
-        shape = resolve_model_shape(request.base_model, request.model_parameters_billions)
-    except ValueError:
-        return problems  # reported once, by the training fit check
-    sequence = request.hyperparameters.max_seq_length or training_defaults().max_seq_length
-    fit = serving_fit(spec, shape, trained_sequence_length=sequence)
+    if setup is None:
+        try:
+            setup = TrainingSetup.from_request(request, PlatformLimits.from_settings(settings))
+        except SetupError:
+            return problems  # reported once, by the training checks
+    fit = serving_fit(spec, setup.model, trained_sequence_length=setup.max_seq_length)
     if not fit.fits:
         problems.append(
             f"deployment.instance_type: {fit.reason}, fewer than the 1024 tokens a request "
@@ -175,8 +142,15 @@ def dataset_uris(request: RunRequest, settings: PlatformSettings) -> list[tuple[
         return [
             ("dataset.train", f"{base}/train.jsonl"),
             ("dataset.validation", f"{base}/validation.jsonl"),
+            *_test_set(request),
         ]
     uris = [("dataset.train", request.dataset.train)]
     if request.dataset.validation:
         uris.append(("dataset.validation", request.dataset.validation))
-    return uris
+    return uris + _test_set(request)
+
+
+def _test_set(request: RunRequest) -> list[tuple[str, str]]:
+    """The test set is the job's ``test`` channel: pinned like the training data, scored after
+    training (llm_sft.evaluation)."""
+    return [("evaluation.test", request.evaluation.dataset)] if request.evaluation.dataset else []

@@ -14,6 +14,7 @@ from runspec.request import Deployment, RunRequest
 from runspec.run import DeploymentPlan, PinnedDataset, ResourceConfig, TrainingImage, TrainingJob
 from runspec.serving import serving_environment, serving_fit
 from runspec.settings import PlatformSettings
+from runspec.setup import DISTRIBUTED_HYPERPARAMETERS, world_size
 
 __all__ = ["dataset_identity", "deployment_plan", "training_plan"]
 
@@ -33,6 +34,10 @@ def training_plan(
     instance_type = training.instance_type or settings.default_training_instance_type
     hyperparameters = {"model_id": request.base_model}
     hyperparameters.update(request.hyperparameters.as_sagemaker_strings())
+    # One process per GPU on every instance, started by torchrun through the toolkit, whenever
+    # the job has more than one; the job picks its strategy by the rule the launch check used.
+    if world_size(get_instance(instance_type), training.instance_count) > 1:
+        hyperparameters.update(DISTRIBUTED_HYPERPARAMETERS)
     if image.option == "script-mode":
         hyperparameters.update(
             {

@@ -2,7 +2,8 @@
 limits. One source for the launch check, the serving container's environment and the CLI.
 
 The serving container (TGI) keeps the weights in bf16 on the instance's GPUs (sharded over all of
-them, ``SM_NUM_GPUS``) and reserves the rest, less its own overhead, for the KV cache. A model
+them, ``SM_NUM_GPUS``) and reserves the rest, less its own overhead, for the KV cache (the bytes:
+``runspec.estimate.memory``, the one memory model for training and serving). A model
 that does not leave room for the KV cache of one full-length request does not start, and the
 endpoint fails after the whole training run has been paid for: the launch function refuses such
 a run up front with this module's answer. The token limits follow from the same arithmetic:
@@ -16,6 +17,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from runspec.catalog import InstanceSpec, ModelShape
+from runspec.estimate.memory import (
+    kv_cache_gib_per_token,
+    serving_kv_cache_gib,
+    serving_weights_gib,
+)
 
 __all__ = [
     "CONCURRENT_REQUESTS",
@@ -27,14 +33,6 @@ __all__ = [
     "serving_fit",
 ]
 
-GIB = 1024**3
-_BF16 = 2
-#: CUDA context, NCCL and the container's own buffers per GPU (TGI reserves ~1 GiB; measured
-#: overheads of 1-2 GiB are typical).
-_OVERHEAD_GIB_PER_GPU = 1.5
-#: TGI allocates this share of free memory to the KV cache (its --cuda-memory-fraction default
-#: is 1.0, less what warm-up measures for activations; 0.9 leaves that margin).
-_KV_SHARE = 0.9
 #: Requests the KV cache must hold at full length at once.
 CONCURRENT_REQUESTS = 4
 #: No request may be longer than this (most supported bases have 8k-128k contexts; longer
@@ -62,11 +60,10 @@ def serving_fit(
 ) -> ServingFit:
     """Whether ``shape`` serves on ``spec`` and the token limits it serves with."""
     gpus = max(spec.gpus, 1)
-    weights = shape.parameters * _BF16 / GIB
-    kv_per_token = 2 * shape.num_layers * shape.kv_dim * _BF16 / GIB
-    usable = spec.gpu_usable_memory_gib * gpus
-    available = max(0.0, (usable - _OVERHEAD_GIB_PER_GPU * gpus - weights) * _KV_SHARE)
-    capacity_tokens = int(available / kv_per_token / CONCURRENT_REQUESTS) if kv_per_token else 0
+    weights = serving_weights_gib(shape)
+    kv_per_token = kv_cache_gib_per_token(shape)
+    available = serving_kv_cache_gib(spec, shape)
+    capacity_tokens = int(available / kv_per_token / CONCURRENT_REQUESTS)
     wanted = min(MAX_CONTEXT_TOKENS, max(trained_sequence_length, 4096))
     total = min(wanted, capacity_tokens) // 256 * 256
     fits = spec.has_nvidia_gpu and total >= MIN_SERVING_TOKENS

@@ -1,13 +1,15 @@
-"""Tests for runspec.catalog and runspec.estimate: fast, offline, no AWS."""
+"""Tests for runspec.catalog, runspec.setup and runspec.estimate: fast, offline, no AWS."""
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, get_args
 
 import pytest
 from hypothesis import given, settings
@@ -24,22 +26,76 @@ from runspec.catalog import (
     resolve_model_shape,
     training_instances,
 )
+from runspec.defaults import hyperparameter_choices, training_defaults
 from runspec.estimate import (
     GIB,
+    Strategy,
+    Workload,
+    cheapest_configuration,
     check_fit,
+    decide_strategy,
     estimate_cost,
-    estimate_memory,
     estimate_run,
-    estimate_training_hours,
     lora_trainable_parameters,
     merge_memory_needed_gib,
-    recommend_instance,
+    speedup,
+    strategy_rule,
     tokens_from_dataset,
     tokens_from_steps,
+    training_hours,
+    training_memory,
+)
+from runspec.request import parse_run_request
+from runspec.setup import (
+    DISTRIBUTED_HYPERPARAMETERS,
+    MAX_INSTANCE_COUNT,
+    REQUEST_FIELDS,
+    Method,
+    PlatformLimits,
+    RequestedStrategy,
+    SetupError,
+    TrainingSetup,
 )
 
 LLAMA_8B = "meta-llama/Meta-Llama-3-8B-Instruct"
 LLAMA_70B = "meta-llama/Llama-3.1-70B-Instruct"
+#: Every instance type the catalog trains on: the recommendation may pick any of them.
+ALL_TRAINING_TYPES = tuple(spec.name for spec in training_instances())
+
+
+def platform(
+    *,
+    allowed: tuple[str, ...] = ALL_TRAINING_TYPES,
+    max_instances: int = 4,
+    region: str = "us-east-1",
+    default: str = "ml.g5.2xlarge",
+) -> PlatformLimits:
+    return PlatformLimits(
+        default_instance_type=default,
+        allowed_instance_types=allowed,
+        max_instances=max_instances,
+        region=region,
+    )
+
+
+def setup_for(
+    model: str | ModelShape,
+    instance: str | None = None,
+    *,
+    count: int = 1,
+    limits: PlatformLimits | None = None,
+    **hyperparameters: Any,
+) -> TrainingSetup:
+    """The setup of a request for ``model`` on ``instance`` (a shape replaces the model)."""
+    request: dict[str, Any] = {
+        "base_model": model if isinstance(model, str) else "acme/placeholder-1b",
+        "training": {"instance_count": count},
+        "hyperparameters": hyperparameters,
+    }
+    if instance is not None:
+        request["training"]["instance_type"] = instance
+    setup = TrainingSetup.from_request(parse_run_request(request), limits or platform())
+    return setup if isinstance(model, str) else setup.with_changes(model=model)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +128,8 @@ def test_catalog_is_cached() -> None:
 
 def test_importing_does_no_io() -> None:
     code = (
-        "import runspec.estimate, runspec.catalog as c; print(c.get_catalog.cache_info().currsize)"
+        "import runspec.estimate, runspec.setup, runspec.catalog as c;"
+        " print(c.get_catalog.cache_info().currsize)"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
@@ -145,9 +202,8 @@ def test_unknown_instance_type() -> None:
     assert message.startswith("training.instance_type: 'ml.g5.2xlarg' is not in the instance")
     assert "did you mean 'ml.g5.2xlarge'" in message
     assert "ml.p4d.24xlarge" in message
-    shape = resolve_model_shape(LLAMA_8B)
-    with pytest.raises(UnknownInstanceType, match=r"training\.instance_type"):
-        check_fit("ml.x9.huge", shape, method="lora", sequence_length=512, micro_batch_size=1)
+    with pytest.raises(SetupError, match=r"training\.instance_type: 'ml.x9.huge' is not in"):
+        setup_for(LLAMA_8B, "ml.x9.huge")
 
 
 def test_catalog_model_shapes_match_their_parameter_counts() -> None:
@@ -279,13 +335,173 @@ def test_lora_trainable_parameters_match_peft(llama8: ModelShape) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# Memory and fit
+# The training setup
+
+
+def test_an_empty_request_takes_the_training_codes_and_the_platforms_defaults() -> None:
+    setup = TrainingSetup.from_request(parse_run_request({}), platform(default="ml.g5.xlarge"))
+    defaults = training_defaults()
+    assert setup.instance_type == "ml.g5.xlarge"
+    assert setup.instance_count == 1
+    assert setup.method == defaults.method
+    assert setup.max_seq_length == defaults.max_seq_length
+    assert setup.per_device_train_batch_size == defaults.per_device_train_batch_size
+    assert setup.gradient_accumulation_steps == defaults.gradient_accumulation_steps
+    assert setup.lora_r == defaults.lora_r
+    assert setup.distributed_strategy == defaults.distributed_strategy
+    assert setup.epochs == defaults.epochs
+    # "auto" on a GPU instance: on, as the training code decides there
+    assert defaults.gradient_checkpointing == "auto"
+    assert setup.gradient_checkpointing is True
+    assert setup.bf16 is True
+    assert setup.max_steps is None  # the contract's -1: epochs decide
+
+
+def test_the_setups_types_are_the_contracts_choices() -> None:
+    assert set(get_args(Method)) == set(hyperparameter_choices("method"))
+    assert set(get_args(RequestedStrategy)) == set(hyperparameter_choices("distributed_strategy"))
+
+
+def test_every_field_a_suggestion_changes_is_a_request_field() -> None:
+    from runspec.request import Hyperparameters, Training
+
+    for field, path in REQUEST_FIELDS.items():
+        section, name = path.split(".")
+        assert name == field
+        model = Training if section == "training" else Hyperparameters
+        assert name in model.model_fields, path
+    assert REQUEST_FIELDS["per_device_train_batch_size"] == (
+        "hyperparameters.per_device_train_batch_size"
+    )
+    assert REQUEST_FIELDS["instance_count"] == "training.instance_count"
+
+
+@pytest.mark.parametrize(
+    ("instance", "count", "world"),
+    [
+        ("ml.g5.2xlarge", 1, 1),
+        ("ml.g5.12xlarge", 1, 4),
+        ("ml.g5.2xlarge", 3, 3),
+        ("ml.p4d.24xlarge", 2, 16),
+        ("ml.m5.xlarge", 2, 2),  # one process per instance without GPUs
+    ],
+)
+def test_world_size_is_one_process_per_gpu_on_every_instance(
+    instance: str, count: int, world: int
+) -> None:
+    setup = setup_for(
+        LLAMA_8B,
+        instance,
+        count=count,
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=3,
+    )
+    assert setup.world_size == world
+    assert setup.distributed is (world > 1)
+    assert setup.rows_per_step == 2 * 3 * world
+
+
+def test_distributed_training_is_asked_for_with_a_true_string() -> None:
+    # The toolkit reads the value as a string: "False" would be true. Only "true" is ever sent.
+    assert dict(DISTRIBUTED_HYPERPARAMETERS) == {"sagemaker_torch_distributed_enabled": "true"}
+
+
+def test_the_platforms_limits_are_named_in_request_fields() -> None:
+    limits = platform(allowed=("ml.g5.2xlarge", "ml.g5.12xlarge"), max_instances=2)
+    assert setup_for(LLAMA_8B, "ml.g5.2xlarge", count=2, limits=limits).limit_problems() == []
+    (too_many,) = setup_for(LLAMA_8B, "ml.g5.2xlarge", count=3, limits=limits).limit_problems()
+    assert too_many.startswith("training.instance_count: 3 instances are more than this platform")
+    assert "(2;" in too_many
+    (not_allowed,) = setup_for(LLAMA_8B, "ml.p5.48xlarge", limits=limits).limit_problems()
+    assert not_allowed.startswith("training.instance_type: 'ml.p5.48xlarge' is not allowed")
+
+
+def test_the_most_instances_is_the_request_schemas_bound() -> None:
+    from runspec.request import RunRequestError
+
+    assert MAX_INSTANCE_COUNT == 16
+    with pytest.raises(RunRequestError, match=r"training\.instance_count"):
+        parse_run_request({"training": {"instance_count": MAX_INSTANCE_COUNT + 1}})
+
+
+def test_a_model_of_unknown_size_is_a_setup_error() -> None:
+    with pytest.raises(SetupError) as raised:
+        setup_for("s3://bucket/models/my-model/")
+    (problem,) = raised.value.problems
+    assert problem.startswith("model_parameters_billions: ")
+
+
+# ------------------------------------------------------------------------------------------------
+# Strategy: decided as the training code decides
+
+
+def test_the_strategy_rule_agrees_with_the_training_codes_on_a_grid() -> None:
+    from llm_sft.strategy import StrategyError, choose_strategy
+
+    grid = itertools.product(
+        ("auto", "ddp", "fsdp"),
+        ("lora", "qlora"),
+        (2, 4, 8, 16),
+        (0.5e9, 1.5e9, 7.2e9, 8.03e9, 13e9, 34e9, 70.55e9, 180e9),
+        (22.49, 40.0, 44.99, 79.65, 139.8),
+        (2, 4),
+    )
+    for requested, method, world, parameters, gpu_gib, dtype in grid:
+        gpu = int(gpu_gib * GIB)
+        ours = strategy_rule(
+            requested=requested,
+            method=method,
+            world_size=world,
+            parameters=int(parameters),
+            gpu_memory_bytes=gpu,
+            dtype_bytes=dtype,
+        )
+        try:
+            theirs = choose_strategy(
+                requested=requested,
+                method=method,
+                world_size=world,
+                parameters=int(parameters),
+                gpu_memory_bytes=gpu,
+                dtype_bytes=dtype,
+            ).strategy
+        except StrategyError:
+            theirs = None
+        case = (requested, method, world, parameters, gpu_gib, dtype)
+        assert ours.strategy == theirs, case
+
+
+def test_one_process_runs_single_whatever_is_requested() -> None:
+    # The launch function starts torchrun only for several processes; one process ignores the
+    # requested strategy (the training code warns), so QLoRA with fsdp runs there.
+    one_gpu = setup_for(LLAMA_8B, "ml.g5.2xlarge", method="qlora", distributed_strategy="fsdp")
+    assert decide_strategy(one_gpu).strategy == "single"
+    assert check_fit(one_gpu).fits
+
+
+# ------------------------------------------------------------------------------------------------
+# Memory
+
+
+def _memory(shape: ModelShape, **changes: Any) -> Any:
+    arguments: dict[str, Any] = {
+        "method": "lora",
+        "strategy": "single",
+        "world_size": 1,
+        "sequence_length": 2048,
+        "micro_batch_size": 1,
+        "lora_r": 16,
+        "gradient_checkpointing": True,
+    }
+    arguments.update(changes)
+    return training_memory(shape, **arguments)
 
 
 def test_memory_breakdown_adds_up(llama8: ModelShape) -> None:
-    mem = estimate_memory(llama8, method="lora", sequence_length=2048, micro_batch_size=1)
+    mem = _memory(llama8)
     parts = (
         mem.weights_gib
+        + mem.gathered_gib
         + mem.gradients_gib
         + mem.optimizer_gib
         + mem.activations_gib
@@ -293,6 +509,7 @@ def test_memory_breakdown_adds_up(llama8: ModelShape) -> None:
     )
     assert mem.total_gib == pytest.approx(parts)
     assert mem.weights_gib == pytest.approx(8.03e9 * 2 / GIB, rel=0.02)  # bf16 base weights
+    assert mem.gathered_gib == 0
     line = mem.describe()
     assert "\n" not in line
     assert "GiB per GPU" in line
@@ -301,194 +518,335 @@ def test_memory_breakdown_adds_up(llama8: ModelShape) -> None:
         mem.total_gib = 0.0  # type: ignore[misc]
 
 
-def test_full_fine_tuning_costs_16_bytes_per_parameter(llama8: ModelShape) -> None:
-    mem = estimate_memory(llama8, method="full", sequence_length=512, micro_batch_size=1)
-    state = mem.weights_gib + mem.gradients_gib + mem.optimizer_gib
-    assert state * GIB == pytest.approx(16 * 8.03e9, rel=0.01)
-    assert mem.optimizer_gib * GIB == pytest.approx(12 * 8.03e9, rel=0.01)
-
-
 def test_qlora_weights_are_about_half_a_byte_per_parameter(llama70: ModelShape) -> None:
-    mem = estimate_memory(llama70, method="qlora", sequence_length=512, micro_batch_size=1)
+    mem = _memory(llama70, method="qlora", sequence_length=512)
     # 4.127 bits/param for the decoder linears, bf16 embeddings + head, plus adapters
     assert 0.5 * 70.55e9 < mem.weights_gib * GIB < 0.6 * 70.55e9
 
 
+def test_ddp_holds_the_whole_model_and_fsdp_a_shard_of_it(llama70: ModelShape) -> None:
+    n = 70.55e9
+    embedding = llama70.embedding_parameters
+    layer = (n - embedding) / llama70.num_layers
+    ddp = [_memory(llama70, strategy="ddp", world_size=w) for w in (2, 8, 32)]
+    fsdp = [_memory(llama70, strategy="fsdp", world_size=w) for w in (2, 8, 32)]
+    # DDP: every GPU holds the whole bf16 model, whatever the GPU count
+    assert all(m.weights_gib * GIB == pytest.approx(2 * n, rel=0.01) for m in ddp)
+    assert ddp[0].total_gib == ddp[1].total_gib == ddp[2].total_gib
+    for world, memory in zip((2, 8, 32), fsdp, strict=True):
+        # FSDP: 1/W of the weights, plus the root and two decoder layers gathered in bf16
+        assert memory.weights_gib * GIB == pytest.approx(2 * n / world, rel=0.01)
+        assert memory.gathered_gib * GIB == pytest.approx(2 * (embedding + 2 * layer), rel=0.01)
+        assert memory.activations_gib == ddp[0].activations_gib  # each GPU its own micro-batch
+    assert fsdp[0].total_gib > fsdp[1].total_gib > fsdp[2].total_gib
+    assert fsdp[1].total_gib < ddp[1].total_gib / 2
+    # DDP's gradient buckets: a second copy of the LoRA gradients
+    single = _memory(llama70)
+    assert ddp[0].gradients_gib == pytest.approx(2 * single.gradients_gib)
+    with pytest.raises(ValueError, match="QLoRA does not run under fsdp"):
+        _memory(llama70, method="qlora", strategy="fsdp", world_size=8)
+
+
+def test_float32_and_eager_attention_cost_more(llama8: ModelShape) -> None:
+    base = _memory(llama8)
+    fp32 = _memory(llama8, bf16=False)
+    eager = _memory(llama8, eager_attention=True, gradient_checkpointing=False)
+    sdpa = _memory(llama8, gradient_checkpointing=False)
+    assert fp32.weights_gib > 1.9 * base.weights_gib
+    assert eager.activations_gib > sdpa.activations_gib
+
+
+def test_setup_fp32_is_what_the_request_says() -> None:
+    on = setup_for(LLAMA_8B, "ml.g6e.xlarge")
+    off = setup_for(LLAMA_8B, "ml.g6e.xlarge", bf16=False)
+    assert (on.bf16, off.bf16) == (True, False)
+    assert check_fit(off).needed_gib > check_fit(on).needed_gib
+
+
+def test_merge_and_load_memory(llama70: ModelShape) -> None:
+    whole = 2 * 70.55e9 / GIB + 4
+    assert merge_memory_needed_gib(llama70, "qlora", "ddp") == pytest.approx(whole)
+    assert merge_memory_needed_gib(llama70, "lora", "fsdp") == pytest.approx(whole)
+    assert merge_memory_needed_gib(llama70, "lora", "ddp") == 0  # merged in place
+    small = check_fit(
+        setup_for(
+            LLAMA_70B,
+            "ml.g6e.xlarge",
+            method="qlora",
+            max_seq_length=1024,
+            per_device_train_batch_size=1,
+        )
+    )
+    assert small.fits
+    assert not small.merge_fits
+    (warning,) = small.warnings
+    assert "merge would fail" in warning
+    assert small.to_dict()["merge_fits"] is False
+
+
+# ------------------------------------------------------------------------------------------------
+# Fit
+
+
 @pytest.mark.parametrize(
-    ("model", "method", "instance", "seq", "micro_batch", "fits"),
+    ("model", "method", "instance", "count", "seq", "micro_batch", "strategy", "fits"),
     [
         # Llama 3 8B LoRA fits a 24 GB A10G at micro-batch 1 with gradient checkpointing
-        (LLAMA_8B, "lora", "ml.g5.2xlarge", 2048, 1, True),
-        (LLAMA_8B, "lora", "ml.g5.2xlarge", 1024, 2, True),
-        (LLAMA_8B, "qlora", "ml.g5.xlarge", 2048, 2, True),
-        # full fine-tuning, ~16 bytes/param = ~120 GiB: not on one GPU, not sharded over 4 A10G
-        (LLAMA_8B, "full", "ml.g5.2xlarge", 2048, 1, False),
-        (LLAMA_8B, "full", "ml.g5.12xlarge", 2048, 1, False),
-        # ...but sharded over 8 x A100 40 GB
-        (LLAMA_8B, "full", "ml.p4d.24xlarge", 2048, 1, True),
-        (LLAMA_8B, "full", "ml.p5.48xlarge", 4096, 2, True),
-        # 70B QLoRA: ~38 GiB of weights; no 24 GB GPU, fits an A100 80 GB and (short sequences)
-        # an L40S 48 GB. At seq 2048 the L40S is over by ~2 GiB in this model.
-        (LLAMA_70B, "qlora", "ml.g5.2xlarge", 1024, 1, False),
-        (LLAMA_70B, "qlora", "ml.g6.12xlarge", 1024, 1, False),
-        (LLAMA_70B, "qlora", "ml.g6e.xlarge", 1024, 1, True),
-        (LLAMA_70B, "qlora", "ml.g6e.xlarge", 2048, 1, False),
-        (LLAMA_70B, "qlora", "ml.p4de.24xlarge", 2048, 1, True),
-        (LLAMA_70B, "qlora", "ml.p4d.24xlarge", 2048, 1, False),
-        # 70B LoRA in bf16: 141 GB of weights, more than one 80 GB GPU
-        (LLAMA_70B, "lora", "ml.p4de.24xlarge", 512, 1, False),
-        (LLAMA_70B, "lora", "ml.p5.48xlarge", 512, 1, False),
-        ("Qwen/Qwen2.5-0.5B-Instruct", "full", "ml.g5.xlarge", 2048, 4, True),
+        (LLAMA_8B, "lora", "ml.g5.2xlarge", 1, 2048, 1, "single", True),
+        (LLAMA_8B, "lora", "ml.g5.2xlarge", 1, 1024, 2, "single", True),
+        (LLAMA_8B, "qlora", "ml.g5.xlarge", 1, 2048, 2, "single", True),
+        # 16 GB of weights are more than half an A10G: sharded over the 4 GPUs, or 2 instances
+        (LLAMA_8B, "lora", "ml.g5.12xlarge", 1, 2048, 1, "fsdp", True),
+        (LLAMA_8B, "lora", "ml.g5.2xlarge", 2, 2048, 1, "fsdp", True),
+        (LLAMA_8B, "lora", "ml.g5.2xlarge", 2, 2048, 4, "fsdp", False),
+        # ... but at most half an A100 40 GB: replicated
+        (LLAMA_8B, "lora", "ml.p4d.24xlarge", 1, 2048, 4, "ddp", True),
+        (LLAMA_8B, "qlora", "ml.g5.12xlarge", 1, 2048, 1, "ddp", True),
+        # 70B QLoRA: ~38 GiB of 4-bit weights; one 48 GB L40S at short sequences
+        (LLAMA_70B, "qlora", "ml.g5.2xlarge", 1, 1024, 1, "single", False),
+        (LLAMA_70B, "qlora", "ml.g6e.xlarge", 1, 1024, 1, "single", True),
+        (LLAMA_70B, "qlora", "ml.g6e.xlarge", 1, 2048, 1, "single", False),
+        (LLAMA_70B, "qlora", "ml.p4de.24xlarge", 1, 2048, 1, "ddp", True),
+        # ... more than half a GPU cannot be replicated, and QLoRA cannot be sharded
+        (LLAMA_70B, "qlora", "ml.p4d.24xlarge", 1, 2048, 1, None, False),
+        (LLAMA_70B, "qlora", "ml.g6e.12xlarge", 1, 1024, 1, None, False),
+        # 70B LoRA: 141 GB of bf16 weights, sharded
+        (LLAMA_70B, "lora", "ml.p4d.24xlarge", 1, 2048, 1, "fsdp", True),
+        (LLAMA_70B, "lora", "ml.g5.12xlarge", 1, 1024, 1, "fsdp", False),
+        (LLAMA_70B, "lora", "ml.g5.12xlarge", 2, 1024, 1, "fsdp", False),
+        (LLAMA_70B, "lora", "ml.g5.12xlarge", 4, 512, 1, "fsdp", True),
+        (LLAMA_70B, "lora", "ml.g6e.12xlarge", 2, 1024, 1, "fsdp", True),
     ],
 )
 def test_fit_table(
-    model: str, method: str, instance: str, seq: int, micro_batch: int, fits: bool
+    model: str,
+    method: str,
+    instance: str,
+    count: int,
+    seq: int,
+    micro_batch: int,
+    strategy: str | None,
+    fits: bool,
 ) -> None:
-    shape = resolve_model_shape(model)
-    result = check_fit(
-        instance, shape, method=method, sequence_length=seq, micro_batch_size=micro_batch
+    setup = setup_for(
+        model,
+        instance,
+        count=count,
+        method=method,
+        max_seq_length=seq,
+        per_device_train_batch_size=micro_batch,
     )
-    assert result.fits is fits, result.message
-    assert result.reason == ("fits" if fits else "out_of_memory")
+    result = check_fit(setup)
+    assert result.fits is fits, result.summary
+    assert result.strategy is not None
+    assert result.strategy.strategy == strategy
+    assert result.memory.strategy == (strategy or "ddp")
+    if strategy is None:
+        assert result.reason == "strategy_refused"
+    else:
+        assert result.reason == ("fits" if fits else "out_of_memory")
     assert result.headroom_gib == pytest.approx(result.available_gib - result.needed_gib)
-    assert result.message.startswith(f"training.instance_type: '{instance}'")
-    assert "\n" not in result.message
+    assert result.summary.startswith(f"'{instance}'")
+    assert "\n" not in result.summary
     assert (result.suggestions == ()) is fits
 
 
-def test_full_8b_on_one_a10g_message(llama8: ModelShape) -> None:
-    result = check_fit(
-        "ml.g5.xlarge", llama8, method="full", sequence_length=2048, micro_batch_size=1
+def test_a_run_that_does_not_fit_says_why(llama8: ModelShape) -> None:
+    result = check_fit(setup_for(LLAMA_8B, "ml.g5.xlarge", per_device_train_batch_size=8))
+    assert result.summary.startswith(
+        "'ml.g5.xlarge' has 1×24 GiB GPU (A10G, 22.5 GiB usable); LoRA on an 8.0B model needs ~"
     )
-    message = result.message
-    assert message.startswith(
-        "training.instance_type: 'ml.g5.xlarge' has 1×24 GiB GPU (A10G, 22.5 GiB usable); "
-        "full fine-tuning of an 8.0B model needs ~"
-    )
-    for part in ("weights 15.0", "gradients 15.0", "optimizer 89.7", "activations"):
-        assert part in message
-    assert result.needed_gib > 120
-    assert "use method lora/qlora or ml." in message
-    # the suggested instance is one that fits
-    alternative = result.suggestions[-1]
-    assert check_fit(
-        alternative, llama8, method="full", sequence_length=2048, micro_batch_size=1
-    ).fits
+    for part in ("weights 15.1", "gradients", "optimizer", "activations", "overhead"):
+        assert part in result.summary
+    assert result.field == "instance_type"
+    several = check_fit(setup_for(LLAMA_70B, "ml.g5.12xlarge", count=2))
+    assert several.summary.startswith("'ml.g5.12xlarge' ×2 has 4×24 GiB GPUs")
+    assert "under fsdp" in several.summary
+    assert "gathered" in several.summary
 
 
-def test_oom_suggests_smaller_micro_batch(llama8: ModelShape) -> None:
+def test_suggestions_are_data_and_each_one_fits() -> None:
+    limits = platform(allowed=("ml.g5.xlarge", "ml.g5.2xlarge", "ml.g6e.xlarge"), max_instances=4)
+    setup = setup_for(
+        LLAMA_8B,
+        "ml.g5.2xlarge",
+        limits=limits,
+        per_device_train_batch_size=4,
+        gradient_accumulation_steps=2,
+    )
+    result = check_fit(setup)
+    assert not result.fits
+    changes = [{c.field: c.value for c in s.changes} for s in result.suggestions]
+    assert changes == [
+        {"method": "qlora"},
+        {"per_device_train_batch_size": 1, "gradient_accumulation_steps": 8},  # same global batch
+        {"instance_count": 2},  # sharded over two GPUs
+        {"instance_type": "ml.g6e.xlarge"},  # the cheapest allowed configuration per hour
+    ]
+    for suggestion in result.suggestions:
+        changed = setup.with_changes(**{c.field: c.value for c in suggestion.changes})
+        fit = check_fit(changed)
+        assert fit.fits
+        assert suggestion.needed_gib == pytest.approx(fit.needed_gib)
+        assert f"~{fit.needed_gib:.1f} of" in suggestion.reason
+
+
+def test_gradient_checkpointing_and_fsdp_are_suggested_when_they_help() -> None:
+    limits = platform(allowed=("ml.g5.2xlarge", "ml.g5.12xlarge"), max_instances=1)
+    off = check_fit(
+        setup_for(
+            LLAMA_8B,
+            "ml.g5.2xlarge",
+            limits=limits,
+            method="qlora",
+            gradient_checkpointing=False,
+            max_seq_length=4096,
+            per_device_train_batch_size=1,
+        )
+    )
+    assert not off.fits
+    assert [{"gradient_checkpointing": True}] == [  # noqa: SIM300
+        {c.field: c.value for c in s.changes}
+        for s in off.suggestions
+        if s.changes[0].field == "gradient_checkpointing"
+    ]
+    forced = check_fit(
+        setup_for(
+            LLAMA_8B,
+            "ml.g5.12xlarge",
+            limits=limits,
+            distributed_strategy="ddp",
+            per_device_train_batch_size=4,
+        )
+    )
+    assert forced.strategy is not None
+    assert forced.strategy.strategy == "ddp"
+    assert not forced.fits
+    suggested = [{c.field: c.value for c in s.changes} for s in forced.suggestions]
+    assert {"distributed_strategy": "fsdp"} in suggested
+
+
+def test_qlora_with_fsdp_is_refused_on_the_strategy_field() -> None:
     result = check_fit(
-        "ml.g5.2xlarge", llama8, method="lora", sequence_length=2048, micro_batch_size=4
+        setup_for(LLAMA_8B, "ml.g5.12xlarge", method="qlora", distributed_strategy="fsdp")
     )
     assert not result.fits
-    assert "micro_batch_size 1 (raise gradient_accumulation_steps)" in result.suggestions
-    assert "method qlora" in result.suggestions
+    assert result.reason == "strategy_refused"
+    assert result.field == "distributed_strategy"
+    assert "fsdp does not shard QLoRA" in result.summary
+    assert {c.field: c.value for c in result.suggestions[0].changes} == {"method": "lora"}
 
 
-def test_70b_lora_suggests_qlora(llama70: ModelShape) -> None:
+def test_when_only_a_shorter_sequence_fits_it_is_suggested() -> None:
+    limits = platform(allowed=("ml.g6e.xlarge",), max_instances=1)
     result = check_fit(
-        "ml.p4de.24xlarge", llama70, method="lora", sequence_length=512, micro_batch_size=1
+        setup_for(
+            LLAMA_70B,
+            "ml.g6e.xlarge",
+            limits=limits,
+            method="qlora",
+            max_seq_length=4096,
+            per_device_train_batch_size=1,
+        )
     )
-    assert result.suggestions[0] == "method qlora"
-    assert result.needed_gib > 130
+    (suggestion,) = result.suggestions
+    (change,) = suggestion.changes
+    assert change.field == "max_seq_length"
+    assert isinstance(change.value, int)
+    assert change.value % 64 == 0
+    assert 1024 <= change.value < 2048
+    longer = setup_for(
+        LLAMA_70B,
+        "ml.g6e.xlarge",
+        limits=limits,
+        method="qlora",
+        max_seq_length=change.value + 64,
+        per_device_train_batch_size=1,
+    )
+    assert not check_fit(longer).fits
+
+
+def test_nothing_to_suggest_when_nothing_fits() -> None:
+    result = check_fit(setup_for("acme/giant-2000b", "ml.p5.48xlarge", max_seq_length=16))
+    assert not result.fits
+    assert result.suggestions == ()
 
 
 @pytest.mark.parametrize("instance", ["ml.t3.medium", "ml.m5.xlarge", "ml.c5.xlarge"])
 def test_cpu_instance_has_no_gpu(instance: str) -> None:
-    shape = resolve_model_shape("mistralai/Mistral-7B-v0.1")
-    result = check_fit(instance, shape, method="lora", sequence_length=2048, micro_batch_size=1)
+    result = check_fit(setup_for("mistralai/Mistral-7B-v0.1", instance, count=2))
     assert not result.fits
     assert result.reason == "no_gpu"
+    assert result.strategy is None
     assert result.available_gib == 0
-    assert result.message.startswith(
-        f"training.instance_type: '{instance}' has no GPU; LoRA on a 7.2B model needs ~"
-    )
-    assert "use ml." in result.message
+    assert result.summary.startswith(f"'{instance}' ×2 has no GPU; LoRA on a 7.2B model needs ~")
+    (suggestion,) = result.suggestions
+    assert suggestion.changes[0].field == "instance_type"
+    assert str(suggestion.changes[0].value).startswith("ml.")
 
 
 @pytest.mark.parametrize("instance", ["ml.inf2.xlarge", "ml.trn1.32xlarge"])
-def test_neuron_instances_cannot_train(instance: str, llama8: ModelShape) -> None:
-    result = check_fit(instance, llama8, method="lora", sequence_length=2048, micro_batch_size=1)
+def test_neuron_instances_cannot_train(instance: str) -> None:
+    result = check_fit(setup_for(LLAMA_8B, instance))
     assert not result.fits
     assert result.reason == "unsupported_accelerator"
-    assert "Neuron" in result.message
-    assert "NVIDIA" in result.message
-    with pytest.raises(ValueError, match="no NVIDIA GPU"):
-        estimate_training_hours(llama8, method="lora", tokens=10**6, instance_type=instance)
+    assert "Neuron" in result.summary
+    assert "NVIDIA" in result.summary
 
 
-def test_gradient_checkpointing_default_is_on(llama8: ModelShape) -> None:
-    kwargs = {"method": "lora", "sequence_length": 2048, "micro_batch_size": 1}
-    default = check_fit("ml.g5.2xlarge", llama8, **kwargs)  # type: ignore[arg-type]
-    on = check_fit("ml.g5.2xlarge", llama8, gradient_checkpointing=True, **kwargs)  # type: ignore[arg-type]
-    off = check_fit("ml.g5.2xlarge", llama8, gradient_checkpointing=False, **kwargs)  # type: ignore[arg-type]
-    assert default.needed_gib == on.needed_gib < off.needed_gib
+def test_gradient_checkpointing_default_is_on() -> None:
+    default = check_fit(
+        setup_for(LLAMA_8B, "ml.g5.2xlarge", max_seq_length=2048, per_device_train_batch_size=1)
+    )
+    off = check_fit(
+        setup_for(
+            LLAMA_8B,
+            "ml.g5.2xlarge",
+            max_seq_length=2048,
+            per_device_train_batch_size=1,
+            gradient_checkpointing=False,
+        )
+    )
     assert default.memory.gradient_checkpointing is True
+    assert default.fits
     assert not off.fits
-    assert "gradient_checkpointing on" in off.suggestions
 
 
-def test_more_instances_shard_full_fine_tuning(llama8: ModelShape) -> None:
-    one = check_fit(
-        "ml.g5.48xlarge", llama8, method="full", sequence_length=1024, micro_batch_size=1
+def test_fsdp_reads_the_weights_into_rank_0s_ram_first() -> None:
+    limits = platform(allowed=("ml.g6e.12xlarge",), max_instances=16)
+    result = check_fit(
+        setup_for(
+            "acme/big-250b",
+            "ml.g6e.12xlarge",
+            count=16,
+            limits=limits,
+            max_seq_length=256,
+            per_device_train_batch_size=1,
+        )
     )
-    two = check_fit(
-        "ml.g5.48xlarge",
-        llama8,
-        method="full",
-        sequence_length=1024,
-        micro_batch_size=1,
-        instance_count=2,
-    )
-    assert one.memory.shard_count == 8
-    assert two.memory.shard_count == 16
-    assert two.needed_gib < one.needed_gib
-    # LoRA is data parallel: more instances do not change per-GPU memory
-    lora = [
-        check_fit(
-            "ml.g5.12xlarge",
-            llama8,
-            method="lora",
-            sequence_length=1024,
-            micro_batch_size=1,
-            instance_count=n,
-        ).needed_gib
-        for n in (1, 3)
-    ]
-    assert lora[0] == lora[1]
-
-
-@pytest.mark.parametrize(
-    "kwargs",
-    [
-        {"method": "dpo"},
-        {"sequence_length": 0},
-        {"micro_batch_size": -1},
-        {"lora_r": 0},
-        {"instance_count": 0},
-    ],
-)
-def test_bad_arguments(kwargs: dict[str, object], llama8: ModelShape) -> None:
-    args: dict[str, object] = {"method": "lora", "sequence_length": 512, "micro_batch_size": 1}
-    args.update(kwargs)
-    with pytest.raises(ValueError):  # noqa: PT011 - several messages, one per argument
-        check_fit("ml.g5.2xlarge", llama8, **args)  # type: ignore[arg-type]
+    assert result.strategy is not None
+    assert result.strategy.strategy == "fsdp"
+    assert result.needed_gib < result.available_gib
+    assert result.reason == "out_of_host_memory"
+    assert result.host_memory_needed_gib > get_instance("ml.g6e.12xlarge").memory_gib
+    assert "rank 0's RAM" in result.summary
 
 
 # ------------------------------------------------------------------------------------------------
-# Recommendation
+# The cheapest configuration that fits
 
 
-def _brute_force_cheapest(shape: ModelShape, region: str, **kwargs: object) -> float | None:
+def _brute_force_cheapest(setup: TrainingSetup) -> float | None:
+    region = setup.platform.region
     prices = []
-    for spec in training_instances():
+    for name in setup.platform.allowed_instance_types:
+        spec = get_instance(name)
         if region not in spec.usd_per_hour:
             continue
-        merge = merge_memory_needed_gib(shape, str(kwargs["method"]))
-        if spec.memory_gib + spec.gpus * spec.gpu_usable_memory_gib < merge:
-            continue
-        if check_fit(spec.name, shape, **kwargs).fits:  # type: ignore[arg-type]
-            prices.append(spec.usd_per_hour[region])
+        for count in range(1, setup.platform.max_instances + 1):
+            fit = check_fit(setup.with_changes(instance_type=name, instance_count=count))
+            if fit.fits and fit.merge_fits:
+                prices.append(spec.usd_per_hour[region] * count)
     return min(prices) if prices else None
 
 
@@ -496,144 +854,67 @@ def _brute_force_cheapest(shape: ModelShape, region: str, **kwargs: object) -> f
     ("model", "method", "seq", "micro_batch", "region"),
     [
         (LLAMA_8B, "lora", 2048, 1, "us-east-1"),
-        (LLAMA_8B, "full", 2048, 1, "us-east-1"),
+        (LLAMA_8B, "lora", 4096, 8, "us-east-1"),
         (LLAMA_8B, "qlora", 4096, 4, "eu-west-1"),
         (LLAMA_70B, "qlora", 1024, 1, "ap-northeast-1"),
+        (LLAMA_70B, "lora", 2048, 1, "us-east-1"),
         ("Qwen/Qwen2.5-32B-Instruct", "lora", 2048, 1, "us-west-2"),
     ],
 )
-def test_recommend_picks_cheapest_fitting(
+def test_the_cheapest_configuration_per_hour(
     model: str, method: str, seq: int, micro_batch: int, region: str
 ) -> None:
-    shape = resolve_model_shape(model)
-    kwargs: dict[str, object] = {
-        "method": method,
-        "sequence_length": seq,
-        "micro_batch_size": micro_batch,
-    }
-    best = recommend_instance(shape, region=region, **kwargs)  # type: ignore[arg-type]
-    expected = _brute_force_cheapest(shape, region, **kwargs)
+    setup = setup_for(
+        model,
+        "ml.g5.2xlarge",
+        limits=platform(region=region),
+        method=method,
+        max_seq_length=seq,
+        per_device_train_batch_size=micro_batch,
+    )
+    best = cheapest_configuration(setup)
+    expected = _brute_force_cheapest(setup)
     assert best is not None
     assert expected is not None
-    assert best.fits
-    assert best.usd_per_hour == expected
-    assert best.price_region == region
+    assert best.instance.usd_per_hour[region] * best.instance_count == pytest.approx(expected)
+    assert check_fit(best).fits
 
 
-def test_recommend_70b_qlora(llama70: ModelShape) -> None:
-    best = recommend_instance(llama70, method="qlora", sequence_length=2048, micro_batch_size=1)
-    assert best is not None
-    assert best.instance_type == "ml.p4de.24xlarge"
-    # At seq 1024 one L40S holds the training, but the final merge loads a bf16 copy of 70B
+def test_the_cheapest_configuration_needs_room_for_the_merge() -> None:
+    # At seq 1024 one L40S holds 70B QLoRA, but the final merge loads a bf16 copy of 70B
     # (~135 GiB) into GPU memory + RAM: ml.g6e.xlarge has 45 + 32 GiB, ml.g6e.4xlarge 45 + 128.
-    short = recommend_instance(llama70, method="qlora", sequence_length=1024, micro_batch_size=1)
-    assert short is not None
-    assert short.instance_type == "ml.g6e.4xlarge"
-    assert short.merge_fits
-    training_only = recommend_instance(
-        llama70, method="qlora", sequence_length=1024, micro_batch_size=1, require_merge_fit=False
-    )
-    assert training_only is not None
-    assert training_only.instance_type == "ml.g6e.xlarge"
-
-
-def test_qlora_merge_memory(llama70: ModelShape, llama8: ModelShape) -> None:
-    assert merge_memory_needed_gib(llama70, "qlora") == pytest.approx(2 * 70.55e9 / GIB + 4)
-    assert merge_memory_needed_gib(llama70, "lora") == 0  # LoRA merges in place
-    assert merge_memory_needed_gib(llama70, "full") == 0
-    small = check_fit(
-        "ml.g6e.xlarge", llama70, method="qlora", sequence_length=1024, micro_batch_size=1
-    )
-    assert small.fits
-    assert not small.merge_fits
-    assert len(small.warnings) == 1
-    assert "merge would fail" in small.warnings[0]
-    assert small.to_dict()["merge_fits"] is False
-    ok = check_fit("ml.g5.xlarge", llama8, method="qlora", sequence_length=1024, micro_batch_size=1)
-    assert ok.merge_fits
-    assert ok.warnings == ()
-
-
-def test_layer_split_divides_memory_but_not_time(llama70: ModelShape) -> None:
-    kwargs: dict[str, object] = {"method": "qlora", "sequence_length": 2048, "micro_batch_size": 1}
-    replicated = check_fit("ml.g5.12xlarge", llama70, **kwargs)  # type: ignore[arg-type]
-    split = check_fit(
-        "ml.g5.12xlarge",
-        llama70,
-        multi_gpu="layer_split",
-        **kwargs,  # type: ignore[arg-type]
-    )
-    assert not replicated.fits
-    assert split.fits, split.message
-    assert split.memory.layer_split_gpus == 4
-    assert "with layers split over 4 GPUs" in split.message
-    # a quarter of the layers and one of the two embedding matrices on the busiest GPU
-    assert split.memory.weights_gib < replicated.memory.weights_gib / 3
-    dp = estimate_training_hours(
-        llama70, method="qlora", tokens=10**7, instance_type="ml.g5.12xlarge"
-    )
-    turns = estimate_training_hours(
-        llama70,
+    setup = setup_for(
+        LLAMA_70B,
+        "ml.g6e.xlarge",
         method="qlora",
-        tokens=10**7,
-        instance_type="ml.g5.12xlarge",
-        multi_gpu="layer_split",
+        max_seq_length=1024,
+        per_device_train_batch_size=1,
     )
-    assert turns == pytest.approx(4 * dp)
-    single = estimate_memory(llama70, method="qlora", sequence_length=2048, micro_batch_size=1)
-    one_way = estimate_memory(
-        llama70, method="qlora", sequence_length=2048, micro_batch_size=1, layer_split_gpus=1
-    )
-    assert single == one_way
-    with pytest.raises(ValueError, match="multi_gpu"):
-        check_fit("ml.g5.12xlarge", llama70, multi_gpu="pipeline", **kwargs)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="exclusive"):
-        estimate_memory(
-            llama70,
-            method="full",
-            sequence_length=512,
-            micro_batch_size=1,
-            shard_count=2,
-            layer_split_gpus=2,
-        )
-
-
-def test_recommend_respects_candidates_and_regions(llama8: ModelShape) -> None:
-    best = recommend_instance(
-        llama8,
-        method="full",
-        sequence_length=2048,
-        micro_batch_size=1,
-        candidates=["ml.g5.2xlarge", "ml.g5.48xlarge", "ml.p4d.24xlarge", "ml.p5.48xlarge"],
-    )
+    best = cheapest_configuration(setup)
     assert best is not None
-    assert best.instance_type == "ml.p4d.24xlarge"
-    with pytest.raises(UnknownInstanceType):
-        recommend_instance(
-            llama8, method="lora", sequence_length=512, micro_batch_size=1, candidates=["ml.nope"]
-        )
-    # a region the catalog does not price: us-east-1 prices, said so
-    moon = recommend_instance(
-        llama8, method="lora", sequence_length=2048, micro_batch_size=1, region="xx-moon-1"
-    )
-    east = recommend_instance(llama8, method="lora", sequence_length=2048, micro_batch_size=1)
-    assert moon is not None
-    assert east is not None
-    assert moon.instance_type == east.instance_type
-    assert moon.price_region == "us-east-1"
+    assert (best.instance_type, best.instance_count) == ("ml.g6e.4xlarge", 1)
 
 
-def test_recommend_returns_none_when_nothing_fits() -> None:
-    huge = resolve_model_shape("acme/giant-2000b")
-    assert recommend_instance(huge, method="lora", sequence_length=512, micro_batch_size=1) is None
+def test_the_cheapest_configuration_respects_the_allow_list_and_regions() -> None:
+    allowed = ("ml.g5.2xlarge", "ml.g5.12xlarge", "ml.p4d.24xlarge")
+    setup = setup_for(LLAMA_70B, "ml.g5.2xlarge", limits=platform(allowed=allowed))
+    best = cheapest_configuration(setup)
+    assert best is not None
+    assert best.instance_type in allowed
     # p4de/p5 are not offered in eu-west-1 (per the catalog); 70B QLoRA at 2048 needs them
-    llama70 = resolve_model_shape(LLAMA_70B)
-    assert (
-        recommend_instance(
-            llama70, method="qlora", sequence_length=2048, micro_batch_size=1, region="eu-west-1"
-        )
-        is None
-    )
+    qlora: dict[str, Any] = {
+        "method": "qlora",
+        "max_seq_length": 2048,
+        "per_device_train_batch_size": 1,
+    }
+    ireland = setup_for(LLAMA_70B, "ml.g5.2xlarge", limits=platform(region="eu-west-1"), **qlora)
+    assert cheapest_configuration(ireland) is None
+    # a region the catalog does not price: us-east-1 prices stand in
+    moon = setup_for(LLAMA_8B, "ml.g5.2xlarge", limits=platform(region="xx-moon-1"))
+    east = setup_for(LLAMA_8B, "ml.g5.2xlarge")
+    found = cheapest_configuration(moon)
+    assert found is not None
+    assert found.instance_type == cheapest_configuration(east).instance_type  # type: ignore[union-attr]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -641,47 +922,61 @@ def test_recommend_returns_none_when_nothing_fits() -> None:
 
 
 def test_tokens_helpers() -> None:
-    assert tokens_from_steps(100, 2, 4, 2048, 8) == 100 * 2 * 4 * 2048 * 8
+    setup = setup_for(
+        LLAMA_8B,
+        "ml.p4d.24xlarge",
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=4,
+        max_seq_length=2048,
+    )
+    assert tokens_from_steps(100, setup) == 100 * 2 * 4 * 2048 * 8
+    assert Workload("steps", steps=100).tokens_for(setup.with_changes(instance_count=2)) == (
+        2 * tokens_from_steps(100, setup)
+    )
+    assert Workload("fixed", tokens=10**6).tokens_for(setup) == 10**6
     assert tokens_from_dataset(10_000, 512.5, epochs=3) == 15_375_000
-    with pytest.raises(ValueError, match="max_steps"):
-        tokens_from_steps(0, 2, 4, 2048, 8)
+
+
+def test_speedup_per_strategy_and_instance_count() -> None:
+    assert speedup("single", 1, 1).factor == 1.0
+    assert speedup("ddp", 8, 1).factor == pytest.approx(8 * 0.95)
+    assert speedup("ddp", 16, 2).factor == pytest.approx(16 * 0.90)
+    assert speedup("fsdp", 8, 1).factor == pytest.approx(8 * 0.85)
+    assert speedup("fsdp", 16, 2).factor == pytest.approx(16 * 0.75)
+    strategy: Strategy
+    for strategy in ("ddp", "fsdp"):
+        factors = [speedup(strategy, 8 * n, n).factor for n in range(1, 17)]
+        assert factors == sorted(factors)
+        assert factors[0] > 1
+    # DDP scales better than FSDP on the same GPUs
+    assert speedup("ddp", 8, 1).factor > speedup("fsdp", 8, 1).factor
 
 
 def test_training_hours_formula(llama8: ModelShape) -> None:
     tokens = 10**9
-    full = estimate_training_hours(
-        llama8, method="full", tokens=tokens, instance_type="ml.p4d.24xlarge"
-    )
-    # 6 N D / (8 GPUs x 312 TFLOPS x 0.35)
-    assert full == pytest.approx(6 * 8.03e9 * tokens / (8 * 312e12 * 0.35) / 3600)
-    lora = estimate_training_hours(
-        llama8, method="lora", tokens=tokens, instance_type="ml.p4d.24xlarge"
-    )
-    qlora = estimate_training_hours(
-        llama8, method="qlora", tokens=tokens, instance_type="ml.p4d.24xlarge"
-    )
-    assert lora == pytest.approx(full * 4 / 6)
+    p4d = get_instance("ml.p4d.24xlarge")
+    ddp8 = speedup("ddp", 8, 1)
+    lora = training_hours(llama8, method="lora", tokens=tokens, instance=p4d, scaling=ddp8)
+    # 4 N D / (8 GPUs x 0.95 x 312 TFLOPS x 0.35)
+    assert lora == pytest.approx(4 * 8.03e9 * tokens / (8 * 0.95 * 312e12 * 0.35) / 3600)
+    qlora = training_hours(llama8, method="qlora", tokens=tokens, instance=p4d, scaling=ddp8)
     assert qlora == pytest.approx(lora * 1.3)
-    two = estimate_training_hours(
-        llama8, method="full", tokens=tokens, instance_type="ml.p4d.24xlarge", instance_count=2
+    slow = training_hours(
+        llama8, method="lora", tokens=tokens, instance=p4d, scaling=ddp8, mfu=0.175
     )
-    assert two == pytest.approx(full / 2)
-    slow = estimate_training_hours(
-        llama8, method="full", tokens=tokens, instance_type="ml.p4d.24xlarge", mfu=0.175
-    )
-    assert slow == pytest.approx(full * 2)
-    with pytest.raises(ValueError, match="mfu"):
-        estimate_training_hours(
-            llama8, method="full", tokens=tokens, instance_type="ml.p4d.24xlarge", mfu=0
-        )
+    assert slow == pytest.approx(2 * lora)
 
 
 def test_moe_time_uses_active_parameters() -> None:
     mixtral = resolve_model_shape("mistralai/Mixtral-8x7B-v0.1")
-    hours = estimate_training_hours(
-        mixtral, method="lora", tokens=10**8, instance_type="ml.p4de.24xlarge"
+    hours = training_hours(
+        mixtral,
+        method="lora",
+        tokens=10**8,
+        instance=get_instance("ml.p4de.24xlarge"),
+        scaling=speedup("single", 1, 1),
     )
-    assert hours == pytest.approx(4 * 12.88e9 * 1e8 / (8 * 312e12 * 0.35) / 3600)
+    assert hours == pytest.approx(4 * 12.88e9 * 1e8 / (312e12 * 0.35) / 3600)
 
 
 def test_cost_arithmetic() -> None:
@@ -725,51 +1020,73 @@ def test_cost_notes_non_training_prices() -> None:
 
 
 def test_estimate_run_8b_lora_on_g5() -> None:
-    tokens = tokens_from_steps(1000, 1, 8, 2048, 1)
-    run = estimate_run(
+    setup = setup_for(
         LLAMA_8B,
-        method="lora",
-        instance_type="ml.g5.2xlarge",
-        sequence_length=2048,
-        micro_batch_size=1,
-        tokens=tokens,
+        "ml.g5.2xlarge",
+        max_seq_length=2048,
+        per_device_train_batch_size=1,
+        gradient_accumulation_steps=8,
     )
-    assert run.fit.fits
-    assert run.memory is run.requested.fit.memory
-    assert run.requested.training_hours is not None
-    assert run.requested.billable_hours is not None
-    assert run.requested.billable_hours == pytest.approx(run.requested.training_hours + 0.25)
-    assert run.requested.on_demand is not None
-    assert run.requested.spot is not None
-    assert run.requested.on_demand.total_usd == pytest.approx(1.515 * run.requested.billable_hours)
-    assert run.requested.spot.total_usd < run.requested.on_demand.total_usd
+    run = estimate_run(setup, Workload("steps", steps=1000))
+    requested = run.requested
+    assert run.fits
+    assert requested.tokens == tokens_from_steps(1000, setup)
+    assert requested.training_hours is not None
+    assert requested.billable_hours is not None
+    assert requested.billable_hours == pytest.approx(requested.training_hours + 0.25)
+    assert requested.on_demand is not None
+    assert requested.spot is not None
+    assert requested.on_demand.total_usd == pytest.approx(1.515 * requested.billable_hours)
+    assert requested.spot.total_usd < requested.on_demand.total_usd
+    assert [c.instance_count for c in run.by_instance_count] == [1, 2, 3, 4]
+    assert run.by_instance_count[0] is requested
     assert run.recommended is not None
     assert run.recommended.fit.fits
-    assert run.recommended.on_demand is not None
-    data = run.to_dict()
-    text = json.dumps(data)  # JSON-serializable
-    assert data["model"]["name"] == "meta-llama/meta-llama-3-8b"
-    assert data["model"]["size"] == "8.0B"
-    assert data["model"]["approximate"] is False
-    assert data["requested"]["fit"]["fits"] is True
-    assert data["catalog_as_of"] == get_catalog().as_of
-    assert "sagemaker/pricing" in text
 
 
-def test_estimate_run_on_cpu_instance_recommends_a_gpu() -> None:
-    run = estimate_run(
-        "s3://bucket/models/my-model/",
-        parameters_billions=7.0,
+def test_estimate_run_shows_ddp_and_fsdp_by_instance_count() -> None:
+    # 8B LoRA: replicated on A100 40 GB (DDP), sharded on 24 GB A10Gs (FSDP)
+    fixed = Workload("fixed", tokens=10**9)
+    ddp = estimate_run(setup_for(LLAMA_8B, "ml.p4d.24xlarge"), fixed).by_instance_count
+    fsdp = estimate_run(setup_for(LLAMA_8B, "ml.g5.12xlarge"), fixed).by_instance_count
+    for rows, strategy in ((ddp, "ddp"), (fsdp, "fsdp")):
+        assert all(r.fit.strategy and r.fit.strategy.strategy == strategy for r in rows)
+        hours = [r.training_hours for r in rows]
+        assert hours == sorted(hours, reverse=True)  # type: ignore[type-var]
+        assert all(r.fit.fits for r in rows)
+    assert ddp[0].speedup is not None
+    assert ddp[0].speedup.factor == pytest.approx(8 * 0.95)
+    assert ddp[1].speedup is not None
+    assert ddp[1].speedup.factor == pytest.approx(16 * 0.90)
+    # per-GPU memory: constant under DDP, smaller with every instance under FSDP
+    assert len({round(r.fit.needed_gib, 6) for r in ddp}) == 1
+    needed = [r.fit.needed_gib for r in fsdp]
+    assert needed == sorted(needed, reverse=True)
+    assert len(set(needed)) == len(needed)
+
+
+def test_a_run_of_steps_trains_more_tokens_on_more_gpus() -> None:
+    rows = estimate_run(setup_for(LLAMA_8B, "ml.p4d.24xlarge"), Workload("s", steps=100))
+    tokens = [r.tokens for r in rows.by_instance_count]
+    assert tokens == [tokens[0] * n for n in (1, 2, 3, 4)]
+    costs = [r.run_usd(spot=False) for r in rows.by_instance_count]
+    assert costs == sorted(costs)  # type: ignore[type-var]
+
+
+def test_estimate_run_on_a_cpu_instance_recommends_a_gpu() -> None:
+    setup = setup_for(
+        "s3://bucket/models/my-model-7b/",
+        "ml.t3.medium",
+        limits=platform(region="eu-central-1"),
         method="qlora",
-        instance_type="ml.t3.medium",
-        sequence_length=1024,
-        micro_batch_size=1,
-        tokens=10**7,
-        region="eu-central-1",
+        max_seq_length=1024,
+        per_device_train_batch_size=1,
     )
+    run = estimate_run(setup, Workload("fixed", tokens=10**7))
     assert run.requested.fit.reason == "no_gpu"
     assert run.requested.training_hours is None
     assert run.requested.on_demand is None
+    assert all(r.speedup is None for r in run.by_instance_count)
     assert run.recommended is not None
     assert run.recommended.on_demand is not None
     assert run.recommended.on_demand.price_region == "eu-central-1"
@@ -778,83 +1095,150 @@ def test_estimate_run_on_cpu_instance_recommends_a_gpu() -> None:
 
 
 def test_estimate_run_unknown_region_never_crashes() -> None:
-    run = estimate_run(
-        LLAMA_8B,
-        method="qlora",
-        instance_type="ml.g5.2xlarge",
-        sequence_length=2048,
-        micro_batch_size=1,
-        tokens=10**6,
-        region="xx-moon-1",
+    setup = setup_for(
+        LLAMA_8B, "ml.g5.2xlarge", limits=platform(region="xx-moon-1"), method="qlora"
     )
+    run = estimate_run(setup, Workload("fixed", tokens=10**6))
     assert run.requested.on_demand is not None
     assert run.requested.on_demand.price_region == "us-east-1"
     assert any("xx-moon-1" in note for note in run.notes)
 
 
+def test_the_estimates_json_shape() -> None:
+    run = estimate_run(setup_for(LLAMA_8B, "ml.g5.2xlarge"), Workload("basis", tokens=10**7))
+    data = json.loads(json.dumps(run.to_dict()))
+    assert data["model"]["name"] == "meta-llama/meta-llama-3-8b"
+    assert data["model"]["size"] == "8.0B"
+    assert data["model"]["approximate"] is False
+    assert data["tokens"] == 10**7
+    assert data["tokens_basis"] == "basis"
+    assert data["catalog_as_of"] == get_catalog().as_of
+    for entry in (data["requested"], data["recommended"], *data["by_instance_count"]):
+        assert set(entry) >= {
+            "instance_type",
+            "instance_count",
+            "world_size",
+            "fit",
+            "tokens",
+            "speedup",
+            "training_hours",
+            "billable_hours",
+            "on_demand",
+            "spot",
+        }
+        assert set(entry["fit"]) >= {
+            "fits",
+            "reason",
+            "field",
+            "strategy",
+            "memory",
+            "needed_gib",
+            "available_gib",
+            "summary",
+            "suggestions",
+            "merge_fits",
+        }
+    suggestion = data["requested"]["fit"]["suggestions"][0]
+    assert set(suggestion) == {"changes", "needed_gib", "available_gib", "reason"}
+    assert set(suggestion["changes"][0]) == {"field", "value"}
+    assert "sagemaker/pricing" in json.dumps(data["notes"])
+
+
 # ------------------------------------------------------------------------------------------------
 # Properties
 
-_METHOD = st.sampled_from(["full", "lora", "qlora"])
+_METHOD = st.sampled_from(["lora", "qlora"])
 _CKPT = st.booleans()
+
+
+def _strategies(method: str) -> Any:
+    replicated = st.sampled_from([("single", 1), ("ddp", 2), ("ddp", 8)])
+    if method == "qlora":
+        return replicated
+    return replicated | st.sampled_from([("fsdp", 2), ("fsdp", 8), ("fsdp", 64)])
 
 
 @settings(max_examples=150, deadline=None)
 @given(
+    data=st.data(),
     method=_METHOD,
     ckpt=_CKPT,
     seq=st.integers(1, 32_768),
     extra=st.integers(1, 8192),
     batch=st.integers(1, 16),
 )
-def test_memory_monotonic_in_sequence_length(
-    method: str, ckpt: bool, seq: int, extra: int, batch: int
+def test_memory_grows_with_the_sequence(
+    data: Any, method: str, ckpt: bool, seq: int, extra: int, batch: int
 ) -> None:
+    strategy, world = data.draw(_strategies(method))
     shape = resolve_model_shape(LLAMA_8B)
-    kwargs = {"method": method, "micro_batch_size": batch, "gradient_checkpointing": ckpt}
-    short = estimate_memory(shape, sequence_length=seq, **kwargs)  # type: ignore[arg-type]
-    long = estimate_memory(shape, sequence_length=seq + extra, **kwargs)  # type: ignore[arg-type]
+    kwargs = {
+        "method": method,
+        "micro_batch_size": batch,
+        "gradient_checkpointing": ckpt,
+        "strategy": strategy,
+        "world_size": world,
+    }
+    short = _memory(shape, sequence_length=seq, **kwargs)
+    long = _memory(shape, sequence_length=seq + extra, **kwargs)
     assert long.total_gib > short.total_gib
     assert long.activations_gib > short.activations_gib
 
 
 @settings(max_examples=150, deadline=None)
-@given(method=_METHOD, ckpt=_CKPT, seq=st.integers(1, 8192), batch=st.integers(1, 64))
-def test_memory_monotonic_in_batch_size(method: str, ckpt: bool, seq: int, batch: int) -> None:
+@given(
+    data=st.data(), method=_METHOD, ckpt=_CKPT, seq=st.integers(1, 8192), batch=st.integers(1, 64)
+)
+def test_memory_grows_with_the_micro_batch(
+    data: Any, method: str, ckpt: bool, seq: int, batch: int
+) -> None:
+    strategy, world = data.draw(_strategies(method))
     shape = resolve_model_shape("Qwen/Qwen2.5-7B-Instruct")
-    kwargs = {"method": method, "sequence_length": seq, "gradient_checkpointing": ckpt}
-    small = estimate_memory(shape, micro_batch_size=batch, **kwargs)  # type: ignore[arg-type]
-    big = estimate_memory(shape, micro_batch_size=batch + 1, **kwargs)  # type: ignore[arg-type]
-    assert big.total_gib > small.total_gib
+    kwargs = {
+        "method": method,
+        "sequence_length": seq,
+        "gradient_checkpointing": ckpt,
+        "strategy": strategy,
+        "world_size": world,
+    }
+    assert (
+        _memory(shape, micro_batch_size=batch + 1, **kwargs).total_gib
+        > _memory(shape, micro_batch_size=batch, **kwargs).total_gib
+    )
 
 
 @settings(max_examples=200, deadline=None)
 @given(
+    data=st.data(),
     method=_METHOD,
     ckpt=_CKPT,
     billions=st.floats(0.05, 500, allow_nan=False),
     factor=st.floats(1.0, 4.0, allow_nan=False),
     seq=st.sampled_from([256, 2048, 8192]),
-    gpus=st.sampled_from([1, 4, 8]),
-    split=st.booleans(),
 )
-def test_memory_monotonic_in_model_size(
-    method: str, ckpt: bool, billions: float, factor: float, seq: int, gpus: int, split: bool
+def test_memory_grows_with_the_model(
+    data: Any, method: str, ckpt: bool, billions: float, factor: float, seq: int
 ) -> None:
+    strategy, world = data.draw(_strategies(method))
     small = derive_shape(billions, name="small")
     big = derive_shape(billions * factor, name="big")
     kwargs = {
         "method": method,
         "sequence_length": seq,
-        "micro_batch_size": 1,
         "gradient_checkpointing": ckpt,
-        "shard_count": gpus if method == "full" and not split else 1,
-        "layer_split_gpus": gpus if split else 1,
+        "strategy": strategy,
+        "world_size": world,
     }
-    assert (
-        estimate_memory(big, **kwargs).total_gib  # type: ignore[arg-type]
-        >= estimate_memory(small, **kwargs).total_gib  # type: ignore[arg-type]
-    )
+    small_memory = _memory(small, **kwargs)
+    big_memory = _memory(big, **kwargs)
+    if strategy == "fsdp":
+        # A bigger model may have more, thinner layers: the two gathered layers can shrink. The
+        # sharded weights grow; the total shrinks by at most what the gathered layers did.
+        assert big_memory.weights_gib >= small_memory.weights_gib
+        slack = small_memory.gathered_gib * 1.1
+        assert big_memory.total_gib >= small_memory.total_gib - slack
+    else:
+        assert big_memory.total_gib >= small_memory.total_gib
 
 
 @settings(max_examples=100, deadline=None)

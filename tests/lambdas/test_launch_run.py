@@ -130,7 +130,11 @@ def test_s3_base_model_becomes_the_model_channel(aws: Aws) -> None:
             "deployment.instance_type: 'ml.m5.xlarge' has no NVIDIA GPU",
         ),
         ({"base_model": "my-org/custom-model"}, "model_parameters_billions:"),
-        ({"training": {"instance_count": 2}}, "training.instance_count: 2 instances are not"),
+        (
+            {"training": {"instance_count": 2}},
+            "training.instance_count: 2 instances are more than this platform allows for one "
+            "job (1; max_training_instances",
+        ),
         (
             {"hyperparameters": {"merge_adapter": False}, "deployment": {"enabled": True}},
             "hyperparameters.merge_adapter: false writes only the LoRA adapter",
@@ -317,3 +321,126 @@ def test_request_hyperparameters_are_the_training_contract() -> None:
     assert parsed.packing is False
     assert parsed.gradient_checkpointing is True
     assert parsed.learning_rate == 0.0005
+
+
+# -- several GPUs and instances ------------------------------------------------------------------
+
+MULTI: dict[str, Any] = {"max_training_instances": 4}
+
+
+def test_multi_instance_runs_are_accepted_up_to_the_platforms_maximum(aws: Aws) -> None:
+    run = resolve(aws, {"training": {"instance_count": 4}}, **MULTI)
+    training = run["training"]
+    assert training["resource_config"]["InstanceCount"] == 4
+    assert training["hyperparameters"]["sagemaker_torch_distributed_enabled"] == "true"
+    # Spot and checkpoints as for one instance: one S3 prefix (rank 0 writes it, every instance
+    # gets it back on a restart), a wait longer than the runtime.
+    assert training["spot"] is True
+    assert (
+        training["checkpoint_s3_uri"] == f"s3://llmft-test-artifacts/checkpoints/{run['run_id']}/"
+    )
+    stopping = training["stopping_condition"]
+    assert stopping["MaxWaitTimeInSeconds"] > stopping["MaxRuntimeInSeconds"]
+
+    found = problems(aws, {"training": {"instance_count": 5}}, **MULTI)
+    assert "training.instance_count: 5 instances are more than this platform allows" in found
+    assert "(4; max_training_instances in its configuration)" in found
+
+
+def test_a_multi_instance_run_that_does_not_fit_is_refused_with_the_memory_per_gpu(
+    aws: Aws,
+) -> None:
+    found = problems(
+        aws,
+        {
+            "base_model": "meta-llama/Llama-3.1-70B",
+            "training": {"instance_count": 4},
+            "hyperparameters": {"per_device_train_batch_size": 1},
+        },
+        **MULTI,
+    )
+    assert found.startswith(
+        "training.instance_type: 'ml.g5.2xlarge' ×4 has 1×24 GiB GPU (A10G, 22.5 GiB usable); "
+        "LoRA on a 70.5B model under fsdp needs ~"
+    )
+    # what would fit, in request fields: four instances of four GPUs each
+    assert found.endswith("; use training.instance_type 'ml.g5.12xlarge'")
+    resolve(
+        aws,
+        {
+            "base_model": "meta-llama/Llama-3.1-70B",
+            "training": {"instance_type": "ml.g5.12xlarge", "instance_count": 4},
+            "hyperparameters": {"per_device_train_batch_size": 1},
+        },
+        **MULTI,
+    )
+
+
+def test_qlora_cannot_be_sharded_and_the_refusal_names_the_strategy(aws: Aws) -> None:
+    found = problems(
+        aws,
+        {
+            "base_model": "meta-llama/Meta-Llama-3-8B",
+            "training": {"instance_type": "ml.g5.12xlarge"},
+            "hyperparameters": {"method": "qlora", "distributed_strategy": "fsdp"},
+        },
+    )
+    assert found.startswith("hyperparameters.distributed_strategy: 'ml.g5.12xlarge' has 4×24")
+    assert "fsdp does not shard QLoRA's 4-bit weights" in found
+    assert "use hyperparameters.method 'lora'" in found
+
+
+@pytest.mark.parametrize(
+    ("training", "distributed"),
+    [
+        ({}, False),  # one GPU: one process, as before
+        ({"instance_type": "ml.g5.12xlarge"}, True),  # four GPUs: torchrun, one process each
+        ({"instance_count": 2}, True),  # two instances of one GPU
+    ],
+)
+def test_the_job_asks_for_torchrun_only_with_several_processes(
+    aws: Aws, training: dict[str, Any], distributed: bool
+) -> None:
+    hyperparameters = resolve(aws, {"training": training}, **MULTI)["training"]["hyperparameters"]
+    if distributed:
+        assert hyperparameters["sagemaker_torch_distributed_enabled"] == "true"
+    else:
+        assert "sagemaker_torch_distributed_enabled" not in hyperparameters
+    # the job chooses its strategy by the rule the launch check applied
+    assert "distributed_strategy" not in hyperparameters
+
+
+def test_a_multi_instance_job_passes_createtrainingjobs_documented_constraints(aws: Aws) -> None:
+    """The CreateTrainingJob request the workflow builds from the run (fixed fields as the
+    state machine sets them) breaks none of the constraints in botocore's model of the API."""
+    from finetune.local.request_shapes import constraint_violations
+
+    run = resolve(
+        aws,
+        {"training": {"instance_type": "ml.g5.12xlarge", "instance_count": 3}},
+        kms_key_arn="arn:aws:kms:us-east-1:123456789012:key/k",
+        **MULTI,
+    )
+    training = run["training"]
+    request = {
+        "TrainingJobName": run["training_job_name"],
+        "RoleArn": "arn:aws:iam::123456789012:role/training",
+        "AlgorithmSpecification": {
+            "TrainingImage": training["image_uri"],
+            "TrainingInputMode": "File",
+        },
+        "HyperParameters": training["hyperparameters"],
+        "InputDataConfig": training["input_data_config"],
+        "OutputDataConfig": {"S3OutputPath": training["output_path"]},
+        "ResourceConfig": training["resource_config"],
+        "EnableManagedSpotTraining": training["spot"],
+        "StoppingCondition": training["stopping_condition"],
+        "CheckpointConfig": {
+            "S3Uri": training["checkpoint_s3_uri"],
+            "LocalPath": "/opt/ml/checkpoints",
+        },
+        "EnableInterContainerTrafficEncryption": True,
+    }
+    shape = aws.client("sagemaker").meta.service_model.operation_model("CreateTrainingJob")
+    assert constraint_violations(shape.input_shape, request, "") == []
+    assert "VolumeKmsKeyId" not in training["resource_config"]  # NVMe storage: no key
