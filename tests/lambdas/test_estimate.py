@@ -424,6 +424,25 @@ def test_the_most_instances_is_the_request_schemas_bound() -> None:
         parse_run_request({"training": {"instance_count": MAX_INSTANCE_COUNT + 1}})
 
 
+def test_the_platform_maximum_is_configured_validated_and_passed_to_launch() -> None:
+    from stacks.config import ConfigError, load_config
+    from tests.lambdas.conftest import make_settings
+
+    config = load_config("dev")
+    assert 1 <= config.max_training_instances <= MAX_INSTANCE_COUNT
+    for bad in (0, MAX_INSTANCE_COUNT + 1, True, 2.0):
+        with pytest.raises(ConfigError, match=r"env 'dev': max_training_instances: .* is invalid"):
+            dataclasses.replace(config, max_training_instances=bad)
+    settings = make_settings(max_training_instances=3)
+    environment = settings.to_env()
+    assert environment["FT_MAX_TRAINING_INSTANCES"] == "3"
+    assert type(settings).from_env(environment) == settings
+    # a function deployed before the setting existed: one instance per job, as then
+    del environment["FT_MAX_TRAINING_INSTANCES"]
+    assert type(settings).from_env(environment).max_training_instances == 1
+    assert PlatformLimits.from_settings(settings).max_instances == 3
+
+
 def test_a_model_of_unknown_size_is_a_setup_error() -> None:
     with pytest.raises(SetupError) as raised:
         setup_for("s3://bucket/models/my-model/")
