@@ -1,7 +1,7 @@
 """The dataset objects a run pinned, checked before any training job starts.
 
 Each pinned object is read with GetObject at its pinned version, streamed in 1 MiB chunks
-through the training code's own rules (``llm_sft.datacheck``, bundled into this function's
+through the training code's own rules (``llm_sft.datacheck``, part of this function's
 asset): the same messages and line numbers as the training job and ``finetune data check``. A run
 whose data the job would refuse is refused here, naming the object and line, minutes and a
 GPU instance earlier. The training job still checks every row (defence in depth): what is

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import shutil
+import tempfile
 from pathlib import Path
-from typing import Any
 
 import aws_cdk as cdk
-import jsii
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -31,49 +31,34 @@ TRAINING_CODE = Path(__file__).resolve().parents[2] / "training_code"
 SHARED_TRAINING_MODULES = ("llm_sft/datacheck.py",)
 
 
-@jsii.implements(cdk.ILocalBundling)
-class FunctionAssetBundler:
-    """Builds the functions' code asset on this machine, never in Docker: ``code_dir`` (caches
-    left out) plus each of ``SHARED_TRAINING_MODULES`` at the same path (``llm_sft/...``, with an
-    empty ``__init__.py``), so the functions import the training code's module by the name the
-    training job and the CLI use. Only copies: it always succeeds, and the same sources give the
-    same bytes (the asset hash is the output's)."""
-
-    def __init__(self, code_dir: Path, training_code: Path = TRAINING_CODE) -> None:
-        self.code_dir = code_dir
-        self.training_code = training_code
-
-    def try_bundle(self, output_dir: str, *_options: Any, **_more: Any) -> bool:
-        output = Path(output_dir)
-        shutil.copytree(
-            self.code_dir,
-            output,
-            dirs_exist_ok=True,
-            ignore=shutil.ignore_patterns(*EXCLUDED_FROM_ASSET),
-        )
-        for module in SHARED_TRAINING_MODULES:
-            target = output / module
-            if target.exists():
-                raise FileExistsError(
-                    f"{self.code_dir} has {module} of its own; it comes from {self.training_code}"
-                )
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(self.training_code / module, target)
-            (target.parent / "__init__.py").touch()
-        return True
+def stage_function_code(code_dir: Path, training_code: Path = TRAINING_CODE) -> Path:
+    """The functions' code, assembled in a temporary folder (removed when the process ends, after
+    synthesis has copied it into the cloud assembly): ``code_dir`` without caches, plus each of
+    ``SHARED_TRAINING_MODULES`` at the same path (``llm_sft/...``, with an empty ``__init__.py``),
+    so the functions import the training code's module by the name the training job and the CLI
+    use. Only copies: the same sources give the same bytes, hence the same asset hash."""
+    folder = Path(tempfile.mkdtemp(prefix="llmft-function-code-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    code = folder / "code"
+    shutil.copytree(code_dir, code, ignore=shutil.ignore_patterns(*EXCLUDED_FROM_ASSET))
+    for module in SHARED_TRAINING_MODULES:
+        target = code / module
+        if target.exists():
+            raise FileExistsError(
+                f"{code_dir} has {module} of its own; it comes from {training_code}"
+            )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(training_code / module, target)
+        (target.parent / "__init__.py").touch()
+    return code
 
 
 def function_code(code_dir: Path) -> lambda_.Code:
-    """The functions' code asset: bundled locally (``FunctionAssetBundler``; the image is never
-    pulled), hashed by its content so that a change in a shared module redeploys the code."""
-    return lambda_.Code.from_asset(
-        str(code_dir),
-        asset_hash_type=cdk.AssetHashType.OUTPUT,
-        bundling=cdk.BundlingOptions(
-            image=lambda_.Runtime.PYTHON_3_14.bundling_image,
-            local=FunctionAssetBundler(code_dir),
-        ),
-    )
+    """The functions' code asset, hashed by its content (a change in a shared module redeploys
+    the functions). Assembled before synthesis rather than with CDK bundling: local bundling
+    would need a Docker image it never uses and prints a line to stderr on every synthesis (the
+    local backend synthesizes inside CLI commands)."""
+    return lambda_.Code.from_asset(str(stage_function_code(code_dir)))
 
 
 class ProjectFunction(Construct):
@@ -82,7 +67,7 @@ class ProjectFunction(Construct):
     in the platform's private subnets.
 
     The whole ``lambdas/`` folder, plus the training code's data rules (``llm_sft/datacheck.py``,
-    see ``function_code``), is the code asset (shared ``runspec`` included), so all functions
+    see ``stage_function_code``), is the code asset (shared ``runspec`` included), so all functions
     share one asset; ``handler`` picks the module (e.g. ``launch_run.handler.handler``).
 
     Props:

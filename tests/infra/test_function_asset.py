@@ -1,5 +1,5 @@
-"""The functions' code asset: ``lambdas/`` plus the training code's data rules, bundled on this
-machine (no Docker), the same bytes and hash for the same sources, importable on its own."""
+"""The functions' code asset: ``lambdas/`` plus the training code's data rules, assembled before
+synthesis (no Docker), the same bytes and hash for the same sources, importable on its own."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import aws_cdk as cdk
 
-from stacks.components.project_function import SHARED_TRAINING_MODULES, FunctionAssetBundler
+from stacks.components.project_function import SHARED_TRAINING_MODULES, stage_function_code
 from tests.infra.synth import REPO, synthesize
 
 
@@ -38,19 +38,16 @@ def test_the_asset_is_lambdas_plus_the_training_codes_data_rules() -> None:
     assert not [p for p in asset.rglob("*") if p.name == "__pycache__" or p.suffix == ".pyc"]
 
 
-def test_the_asset_hash_is_the_bundles_and_ignores_caches(tmp_path: Path) -> None:
+def test_the_asset_hash_is_the_contents_and_ignores_caches(tmp_path: Path) -> None:
     asset_hash, _ = _function_asset()
-    again = tmp_path / "again"
-    FunctionAssetBundler(REPO / "lambdas").try_bundle(str(again))
+    again = stage_function_code(REPO / "lambdas")
     assert cdk.FileSystem.fingerprint(str(again)) == asset_hash
     # A __pycache__ that a test run leaves in lambdas/ changes nothing.
     source = tmp_path / "lambdas"
     shutil.copytree(REPO / "lambdas", source, ignore=shutil.ignore_patterns("__pycache__"))
     (source / "launch_run" / "__pycache__").mkdir()
     (source / "launch_run" / "__pycache__" / "logic.cpython-311.pyc").write_bytes(b"\x00")
-    cached = tmp_path / "cached"
-    FunctionAssetBundler(source).try_bundle(str(cached))
-    assert cdk.FileSystem.fingerprint(str(cached)) == asset_hash
+    assert cdk.FileSystem.fingerprint(str(stage_function_code(source))) == asset_hash
 
 
 def test_the_launch_function_imports_the_rules_from_its_own_asset() -> None:

@@ -28,9 +28,9 @@ two modules (mypy refuses it, the CLI would load the rules twice); moving the ru
 build, a layer and versions kept in step. So the rules stay in the code that can never run
 without them, with no import beyond the standard library (none from ``llm_sft`` either: nothing
 else of the training code is in the Lambda), and ``stacks/components/project_function.py``
-bundles the function asset as ``lambdas/`` plus this file as ``llm_sft/datacheck.py``: every
+assembles the function asset as ``lambdas/`` plus this file as ``llm_sft/datacheck.py``: every
 runtime imports it under the same name, ``llm_sft.datacheck``, and the asset hash is the
-bundle's, so a rule change redeploys the functions.
+assembled folder's, so a rule change redeploys the functions.
 
 Streaming: ``JsonlCheck`` takes a file as chunks of bytes in order (or windows of a large
 object with their byte offsets) and keeps one line in memory at a time, plus 8-byte digests of
