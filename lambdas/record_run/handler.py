@@ -1,7 +1,9 @@
 """Record function: one milestone of a run into SageMaker Experiments and the S3 run record.
 
 Event: ``{"milestone": "...", "run": {...} | null, "execution_name": "...", ...details}``.
-For ``trained`` it returns the job's metrics, the gate inputs and the model package metadata.
+For ``trained`` it returns the job's metrics, the gate's decision and the model package
+metadata. Every milestone is added to the run's MLflow run too when ``FT_MLFLOW_TRACKING_URI``
+names the platform's MLflow App (record_run.mlflow_rest).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict
 
 from record_run import logic
+from record_run.mlflow_rest import MlflowRest
 from runspec.run import RunDocument
 
 if TYPE_CHECKING:
@@ -36,11 +39,17 @@ class RecordEvent(BaseModel):
     execution_name: str | None = None
 
 
+#: The MLflow App the record function adds the later facts of a run to (unset: MLflow is off).
+MLFLOW_ENV = "FT_MLFLOW_TRACKING_URI"
+
+
 @functools.cache
 def _clients() -> logic.Clients:
     sagemaker: SageMakerClient = boto3.client("sagemaker")
     s3: S3Client = boto3.client("s3")
-    return logic.Clients(sagemaker=sagemaker, s3=s3)
+    tracking = os.environ.get(MLFLOW_ENV, "").strip()
+    mlflow = MlflowRest(tracking) if tracking else None
+    return logic.Clients(sagemaker=sagemaker, s3=s3, mlflow=mlflow)
 
 
 @event_parser(model=RecordEvent)

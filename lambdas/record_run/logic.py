@@ -13,11 +13,21 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from runspec.request import Evaluation
-from runspec.run import PACKAGE_METADATA_KEYS, GateDecision, RunDocument, TrainedRecord
+from record_run.gate import (
+    BestApproved,
+    basis_metadata,
+    best_approved,
+    decide_gate,
+    pinned_basis,
+)
+from record_run.mlflow_rest import MlflowRest
+from runspec.objects import read_json_if_exists
+from runspec.request import EVALUATION_METRICS as _SCORED_METRICS
+from runspec.run import PACKAGE_METADATA_KEYS, RunDocument, ScoringBasis, TrainedRecord
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -34,11 +44,13 @@ __all__ = [
     "summarise",
 ]
 
+logger = logging.getLogger(__name__)
+
 Milestone = Literal[
     "started", "trained", "rejected", "registered", "deployed", "completed", "failed"
 ]
-#: Metrics whose lower value is better; the gate compares on one of them.
-EVALUATION_METRICS = ("eval_loss", "perplexity")
+#: Metrics a run is scored by (runspec.request: losses lower is better, task metrics higher).
+EVALUATION_METRICS = _SCORED_METRICS
 RUNS_PREFIX = "runs"
 #: SageMaker Experiments limits (API reference: TrialComponentStatus.Message is at most 1,024
 #: characters, an artifact value 2,048, a string parameter 2,500).
@@ -51,6 +63,8 @@ _PARAMETER_STRING_LIMIT = 2500
 class Clients:
     sagemaker: SageMakerClient
     s3: S3Client
+    #: The MLflow App the job logged to (None: MLflow is off, or not granted to this function).
+    mlflow: MlflowRest | None = None
 
 
 def now() -> dt.datetime:
@@ -67,64 +81,12 @@ def training_component_name(run: RunDocument) -> str:
 
 
 def best_approved_metric(
-    sagemaker: SageMakerClient, group: str, metric: str
+    sagemaker: SageMakerClient, group: str, metric: str, basis: ScoringBasis | None = None
 ) -> tuple[float | None, str | None]:
-    """The best (lowest) ``metric`` among the group's Approved packages, and that package."""
-    best: tuple[float | None, str | None] = (None, None)
-    paginator = sagemaker.get_paginator("list_model_packages")
-    for page in paginator.paginate(
-        ModelPackageGroupName=group, ModelApprovalStatus="Approved", SortBy="CreationTime"
-    ):
-        for summary in page.get("ModelPackageSummaryList", []):
-            arn = summary["ModelPackageArn"]
-            package = sagemaker.describe_model_package(ModelPackageName=arn)
-            raw = package.get("CustomerMetadataProperties", {}).get(metric)
-            if raw is None:
-                continue
-            value = float(raw)
-            if best[0] is None or value < best[0]:
-                best = (value, arn)
-    return best
-
-
-def decide_gate(
-    gate: Evaluation,
-    value: float | None,
-    *,
-    best_approved_value: float | None = None,
-    best_approved_package: str | None = None,
-) -> GateDecision:
-    """The gate's decision and its reason, made here once; the state machine branches on it.
-    Lower is better: the metric must exist, be at most the threshold and, when asked, beat the
-    best approved model of the group."""
-    metric = gate.metric
-    passed, reason = True, ""
-    if value is None:
-        passed, reason = False, f"the training job reported no {metric}"
-    elif gate.threshold is not None and value > gate.threshold:
-        passed, reason = False, f"{metric} {value:.4g} is above the threshold {gate.threshold:.4g}"
-    elif (
-        gate.must_beat_best_approved
-        and best_approved_value is not None
-        and value >= best_approved_value
-    ):
-        passed = False
-        reason = (
-            f"{metric} {value:.4g} does not beat the best approved model "
-            f"({best_approved_value:.4g})"
-        )
-    else:
-        reason = f"{metric} {value:.4g} passed the gate"
-    return GateDecision(
-        metric=metric,
-        value=value,
-        threshold=gate.threshold,
-        must_beat_best_approved=gate.must_beat_best_approved,
-        best_approved_value=best_approved_value,
-        best_approved_package=best_approved_package,
-        passed=passed,
-        reason=reason,
-    )
+    """The best ``metric`` among the group's Approved packages scored on a basis comparable
+    with ``basis`` (None: all of them), and that package."""
+    found = best_approved(sagemaker, group, [metric], basis).get(metric, BestApproved())
+    return found.value, found.package
 
 
 def record_milestone(
@@ -161,6 +123,7 @@ def record_milestone(
         _update_component(
             clients.sagemaker, run, status="Failed", message=_failure_message(details)
         )
+        _to_mlflow(clients, run, record, milestone, details)
         result.update(summarise(record))
         return result
     if milestone == "started":
@@ -172,9 +135,107 @@ def record_milestone(
     else:
         _other(clients.sagemaker, run, milestone, details)
     record = _append_to_record(clients.s3, artifacts_bucket, run, milestone, details)
+    _to_mlflow(clients, run, record, milestone, details)
     if milestone in TERMINAL_MILESTONES:
         result.update(summarise(record))
     return result
+
+
+def _to_mlflow(
+    clients: Clients,
+    run: RunDocument,
+    record: dict[str, Any],
+    milestone: str,
+    details: dict[str, Any],
+) -> None:
+    """Add what this milestone tells to the run's MLflow run (the one its training job logged
+    to), so that MLflow holds the whole run. Best effort, like the job's tracking: the run record
+    in S3 keeps everything when MLflow cannot be reached."""
+    if clients.mlflow is None:
+        return
+    try:
+        mlflow_run = _mlflow_run_id(clients.mlflow, run, record)
+        if mlflow_run is None:
+            logger.warning("MLflow: run %s has no MLflow run to add %s to", run.run_id, milestone)
+            return
+        metrics, tags = mlflow_facts(run, milestone, details)
+        clients.mlflow.log_batch(mlflow_run, metrics=metrics, tags=tags)
+    except Exception as error:  # urllib, MLflow or signing errors: never the run's failure
+        logger.warning("MLflow: the %s milestone was not logged: %s", milestone, error)
+
+
+def _mlflow_run_id(mlflow: MlflowRest, run: RunDocument, record: dict[str, Any]) -> str | None:
+    for milestone in reversed(record.get("milestones", [])):
+        if milestone.get("mlflow_run_id"):
+            return str(milestone["mlflow_run_id"])
+    # The job tags its MLflow run with the run id (llm_sft.tracking).
+    return mlflow.find_run(run.experiment_name, "run_id", run.run_id)
+
+
+def mlflow_facts(
+    run: RunDocument, milestone: str, details: dict[str, Any]
+) -> tuple[dict[str, float], dict[str, object]]:
+    """The metrics and tags a milestone adds to the MLflow run."""
+    metrics: dict[str, float] = {}
+    tags: dict[str, object] = {"platform.status": milestone}
+    if milestone == "trained":
+        gate = details.get("evaluation") or {}
+        tags.update(
+            {
+                "gate.passed": str(bool(gate.get("passed"))).lower(),
+                "gate.reason": gate.get("reason", ""),
+                "gate.rules": json.dumps(
+                    [r["rule"] for r in gate.get("rules", [])]
+                    + [f"beats best approved {c['metric']}" for c in gate.get("best_approved", [])]
+                ),
+                "image.uri": run.image.uri,
+                "image.digest": run.image.digest or "",
+                "sagemaker.training_job": run.training_job_name,
+            }
+        )
+        for comparison in gate.get("best_approved", []):
+            if comparison.get("best_approved_package"):
+                tags[f"gate.best_approved.{comparison['metric']}"] = comparison[
+                    "best_approved_package"
+                ]
+        scoring = details.get("scoring") or {}
+        tags.update({f"scored.{k}": v for k, v in scoring.items() if v is not None})
+        metrics["gate_passed"] = 1.0 if gate.get("passed") else 0.0
+        billable = details.get("billable_seconds")
+        if billable is not None:
+            metrics["billable_seconds"] = float(billable)
+            cost = training_cost(run, float(billable))
+            if cost is not None:
+                metrics["training_cost_usd"] = cost
+    elif milestone == "registered":
+        tags["model_package.arn"] = details.get("model_package_arn", "")
+        tags["model_package.approval"] = run.registration.approval_status
+    elif milestone == "deployed":
+        tags["endpoint.name"] = details.get("endpoint_name", "")
+        tags["endpoint.instance_type"] = run.deployment.instance_type
+    elif milestone == "rejected":
+        tags["gate.passed"] = "false"
+    elif milestone == "failed":
+        error = details.get("error") or {}
+        tags["platform.error"] = f"{error.get('Error', 'Error')}: {error.get('Cause', '')}"
+    return metrics, tags
+
+
+def training_cost(run: RunDocument, billable_seconds: float) -> float | None:
+    """Billable training time at the catalog's on-demand price (spot discount when spot)."""
+    from runspec.catalog import UnknownInstanceType, get_catalog, get_instance
+
+    try:
+        spec = get_instance(run.training.instance_type)
+    except UnknownInstanceType:
+        return None
+    price = spec.price("us-east-1")
+    if price is None:
+        return None
+    hourly = price[0] * run.training.instance_count
+    if run.training.spot:
+        hourly *= 1 - get_catalog().spot_discount(spec)
+    return round(hourly * billable_seconds / 3600, 4)
 
 
 #: Milestones that end a run; recording one returns the run's summary (what notifications say).
@@ -239,26 +300,32 @@ def _trained(
     sagemaker = clients.sagemaker
     job = sagemaker.describe_training_job(TrainingJobName=run.training_job_name)
     metrics = {m["MetricName"]: float(m["Value"]) for m in job.get("FinalMetricDataList", [])}
-    gate = run.evaluation
-    best_value, best_package = (None, None)
-    if gate.must_beat_best_approved:
-        best_value, best_package = best_approved_metric(
-            sagemaker, run.registration.model_package_group, gate.metric
-        )
-    decision = decide_gate(
-        gate,
-        metrics.get(gate.metric),
-        best_approved_value=best_value,
-        best_approved_package=best_package,
-    )
     model_uri = details.get("training", {}).get("model_artifacts")
-    contract = _serving_contract(clients.s3, model_uri) if model_uri else None
+    contract = _model_file(clients.s3, model_uri, SERVING_CONTRACT_FILE) if model_uri else None
+    summary = _model_file(clients.s3, model_uri, EVALUATION_SUMMARY_FILE) if model_uri else None
+    # The job's own figures are exact (the log lines SageMaker parses carry 6 digits).
+    metrics.update(_summary_metrics(summary))
+    basis = _summary_basis(summary) or pinned_basis(run)
+    gate = run.evaluation
+    must_beat = gate.must_beat_metrics()
+    best = (
+        best_approved(sagemaker, run.registration.model_package_group, must_beat, basis)
+        if must_beat
+        else {}
+    )
+    decision = decide_gate(gate, metrics, best=best, basis=basis)
     metrics_key = f"{RUNS_PREFIX}/{run.run_id}/evaluation.json"
     _write_json(
         clients.s3,
         artifacts_bucket,
         metrics_key,
-        {"metrics": metrics, "gate": decision.model_dump(mode="json")},
+        {
+            "metrics": metrics,
+            "gate": decision.model_dump(mode="json"),
+            "scoring": basis.model_dump(mode="json"),
+            "test_set": (summary or {}).get("data"),
+            "tokenizer": (summary or {}).get("tokenizer"),
+        },
     )
     # SageMaker creates the job's component from its ExperimentConfig; make sure it belongs to
     # the trial (associating twice is harmless).
@@ -273,33 +340,64 @@ def _trained(
     parameters: dict[str, Any] = {name: {"NumberValue": value} for name, value in metrics.items()}
     parameters["gate_passed"] = {"StringValue": str(decision.passed).lower()}
     parameters["gate_reason"] = {"StringValue": decision.reason[:_PARAMETER_STRING_LIMIT]}
+    parameters["scored_data_sha256"] = {"StringValue": basis.data_sha256}
     outputs = {"model": {"Value": str(model_uri)[:_ARTIFACT_VALUE_LIMIT]}} if model_uri else {}
     _update_component(sagemaker, run, parameters=parameters, outputs=outputs)
+    mlflow_run = (summary or {}).get("mlflow_run_id")
     return TrainedRecord(
         recorded="trained",
         metrics=metrics,
         billable_seconds=job.get("BillableTimeInSeconds"),
         evaluation=decision,
         model_metrics_s3_uri=f"s3://{artifacts_bucket}/{metrics_key}",
-        package_metadata=_package_metadata(run, metrics, contract),
+        package_metadata=_package_metadata(run, metrics, contract, basis),
         serving_contract=contract,
+        scoring=basis,
+        test_set=(summary or {}).get("data") if basis.dataset == "test" else None,
+        tokenizer=(summary or {}).get("tokenizer"),
+        mlflow_run_id=str(mlflow_run) if mlflow_run else None,
     )
+
+
+def _summary_metrics(summary: dict[str, Any] | None) -> dict[str, float]:
+    found = (summary or {}).get("metrics") or {}
+    return {
+        name: float(value)
+        for name, value in found.items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    }
+
+
+def _summary_basis(summary: dict[str, Any] | None) -> ScoringBasis | None:
+    """The basis the job reported (llm_sft.evaluation's summary), if it reported one."""
+    if not summary:
+        return None
+    try:
+        return ScoringBasis(
+            dataset=summary["scored_on"],
+            data_sha256=str(summary["data"]["sha256"]),
+            tokenizer=str(summary["tokenizer"]["sha256"]),
+            generation=summary.get("generation"),
+        )
+    except (KeyError, TypeError, ValueError):
+        logger.warning("the job's evaluation summary names no scoring basis; using the pinned one")
+        return None
 
 
 #: The manifest the training job writes beside the model (llm_sft.serving_contract).
 SERVING_CONTRACT_FILE = "serving_contract.json"
 
 
-def _serving_contract(s3: S3Client, model_uri: str) -> dict[str, Any] | None:
-    """The model's serving contract: the training and serving stacks' versions."""
+#: What the job's evaluation measured and on what (llm_sft.evaluation), beside the model.
+EVALUATION_SUMMARY_FILE = "evaluation_summary.json"
+
+
+def _model_file(s3: S3Client, model_uri: str, name: str) -> dict[str, Any] | None:
+    """A JSON file the job writes beside the model: the serving contract (the training and
+    serving stacks' versions), the evaluation summary."""
     bucket, _, prefix = model_uri.removeprefix("s3://").partition("/")
-    key = f"{prefix.rstrip('/')}/{SERVING_CONTRACT_FILE}"
-    try:
-        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    except s3.exceptions.NoSuchKey:
-        return None
-    manifest: dict[str, Any] = json.loads(body)
-    return manifest
+    key = f"{prefix.rstrip('/')}/{name}"
+    return read_json_if_exists(s3, bucket, key)
 
 
 def _other(
@@ -381,7 +479,10 @@ def _input_artifacts(run: RunDocument) -> dict[str, Any]:
 
 
 def _package_metadata(
-    run: RunDocument, metrics: dict[str, float], contract: dict[str, Any] | None
+    run: RunDocument,
+    metrics: dict[str, float],
+    contract: dict[str, Any] | None,
+    basis: ScoringBasis | None = None,
 ) -> dict[str, str]:
     """CustomerMetadataProperties of the model package: lineage at a glance, the metric values
     later runs compare against, and the versions of both sides of the serving contract."""
@@ -407,6 +508,7 @@ def _package_metadata(
             "training_torch": training.get("torch"),
         }
         metadata.update({k: str(v)[:256] for k, v in found.items() if v is not None})
+    metadata.update(basis_metadata(basis))
     assert set(metadata) <= set(PACKAGE_METADATA_KEYS), "keep PACKAGE_METADATA_KEYS complete"
     return metadata
 
@@ -420,10 +522,11 @@ def _append_to_record(
     s3: S3Client, bucket: str, run: RunDocument, milestone: str, details: dict[str, Any]
 ) -> dict[str, Any]:
     key = f"{RUNS_PREFIX}/{run.run_id}/run.json"
-    try:
-        record = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-    except s3.exceptions.NoSuchKey:
-        record = {"run_id": run.run_id, "run": run.to_state(), "milestones": []}
+    record = read_json_if_exists(s3, bucket, key) or {
+        "run_id": run.run_id,
+        "run": run.to_state(),
+        "milestones": [],
+    }
     record["status"] = milestone
     record["updated_at"] = now().isoformat()
     record["milestones"].append({"milestone": milestone, "at": record["updated_at"], **details})

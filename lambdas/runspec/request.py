@@ -9,6 +9,7 @@ dropped; every error names the field (``training.instance_type``) and the rule i
 from __future__ import annotations
 
 import difflib
+import json
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, cast
@@ -26,17 +27,28 @@ from pydantic import (
 from runspec.defaults import hyperparameter_bounds, hyperparameter_choices
 
 __all__ = [
+    "EVALUATION_METRICS",
+    "GENERATED_METRICS",
+    "HIGHER_IS_BETTER",
+    "JUDGE_METRIC",
     "SCHEMA_VERSION",
+    "TOKEN_METRICS",
     "Dataset",
     "DeployRequest",
     "Deployment",
     "Evaluation",
+    "Gate",
+    "GateRule",
+    "Generation",
     "Hyperparameters",
+    "Judge",
     "RunRequest",
     "RunRequestError",
     "Training",
     "is_deploy_request",
+    "metric_direction",
     "parse_deploy_request",
+    "parse_gate_rule",
     "parse_run_request",
 ]
 
@@ -86,6 +98,11 @@ class Dataset(_Section):
         return value
 
 
+#: SageMaker's ceiling for a training job's runtime and, for spot, its wait (28 days). The
+#: state machine's timeout is derived from it: an accepted run must never time out.
+MAX_TRAINING_HOURS = 672.0
+
+
 class Training(_Section):
     """Where and how the training job runs."""
 
@@ -99,9 +116,9 @@ class Training(_Section):
     #: Managed spot training: typically 60-70 % cheaper, restarts resume from checkpoints.
     spot: bool = True
     #: SageMaker's ceiling is 28 days.
-    max_runtime_hours: Annotated[float, Field(gt=0, le=672)] = 24.0
+    max_runtime_hours: Annotated[float, Field(gt=0, le=MAX_TRAINING_HOURS)] = 24.0
     #: Spot only: how long to wait for capacity plus run; default twice max_runtime_hours.
-    max_wait_hours: Annotated[float, Field(gt=0, le=672)] | None = None
+    max_wait_hours: Annotated[float, Field(gt=0, le=MAX_TRAINING_HOURS)] | None = None
     volume_size_gb: Annotated[int, Field(ge=30, le=16384)] = 200
 
     _instance_type = field_validator("instance_type")(classmethod(lambda cls, v: _instance(v)))
@@ -122,7 +139,7 @@ class Training(_Section):
     def max_wait_seconds(self) -> int | None:
         if not self.spot:
             return None
-        hours = self.max_wait_hours or min(2 * self.max_runtime_hours, 672.0)
+        hours = self.max_wait_hours or min(2 * self.max_runtime_hours, MAX_TRAINING_HOURS)
         return int(hours * 3600)
 
     @property
@@ -236,14 +253,275 @@ class Hyperparameters(_Section):
         return out
 
 
-class Evaluation(_Section):
-    """The gate a trained model must pass to be registered. Lower is better for both metrics."""
+#: What evaluation can score. Token metrics come from the model's loss on the reference answers
+#: of the held-out set; generated metrics compare what the model generates with the references
+#: (llm_sft.scoring), judge_score asks an Amazon Bedrock model to grade each answer.
+TOKEN_METRICS: tuple[str, ...] = ("eval_loss", "perplexity")
+GENERATED_METRICS: tuple[str, ...] = ("exact_match", "token_f1", "rougeL", "json_valid")
+JUDGE_METRIC = "judge_score"
+EVALUATION_METRICS: tuple[str, ...] = (*TOKEN_METRICS, *GENERATED_METRICS, JUDGE_METRIC)
+#: Metrics where a larger value is better; the rest (losses) are better lower.
+HIGHER_IS_BETTER = frozenset((*GENERATED_METRICS, JUDGE_METRIC))
+MetricName = Literal[
+    "eval_loss", "perplexity", "exact_match", "token_f1", "rougeL", "json_valid", "judge_score"
+]
+#: A gate rule: ``<metric> <op> <number>``, e.g. ``exact_match >= 0.6``.
+_RULE = re.compile(
+    r"^(?P<metric>[A-Za-z_]+)\s*(?P<op><=|>=|<|>)\s*(?P<value>-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?)$"
+)
+#: FT_EVALUATION, the job's evaluation settings, is a training job environment value: at most
+#: 512 characters.
+EVALUATION_CONFIG_LIMIT = 512
 
-    metric: Literal["eval_loss", "perplexity"] = "eval_loss"
-    #: Register only if metric <= threshold; None: no absolute threshold.
+
+def metric_direction(metric: str) -> Literal[">=", "<="]:
+    """How a metric is better: ``>=`` (higher is better) or ``<=`` (lower is better)."""
+    return ">=" if metric in HIGHER_IS_BETTER else "<="
+
+
+class GateRule(BaseModel):
+    """One parsed gate rule: ``metric op value``."""
+
+    model_config = ConfigDict(frozen=True)
+
+    metric: str
+    op: Literal["<=", ">=", "<", ">"]
+    value: float
+
+    def holds(self, measured: float) -> bool:
+        return {
+            "<=": measured <= self.value,
+            ">=": measured >= self.value,
+            "<": measured < self.value,
+            ">": measured > self.value,
+        }[self.op]
+
+    def __str__(self) -> str:
+        return f"{self.metric} {self.op} {_number(self.value)}"
+
+
+def parse_gate_rule(text: str) -> GateRule:
+    match = _RULE.match(text.strip())
+    if match is None:
+        raise ValueError(
+            f"{text!r} is not a rule like 'exact_match >= 0.6' (metric, one of <= >= < >, number)"
+        )
+    metric = match.group("metric")
+    if metric not in EVALUATION_METRICS:
+        raise ValueError(f"{text!r}: {metric!r} is not one of {', '.join(EVALUATION_METRICS)}")
+    op = cast(Literal["<=", ">=", "<", ">"], match.group("op"))
+    better = metric_direction(metric)
+    if op[0] != better[0]:
+        raise ValueError(
+            f"{text!r}: {metric} is better {'higher' if better == '>=' else 'lower'}; a gate "
+            f"rule keeps the models on the better side ({metric} {better} ...)"
+        )
+    return GateRule(metric=metric, op=op, value=float(match.group("value")))
+
+
+class Gate(_Section):
+    """What a trained model must reach to be registered: one rule per metric, each in the
+    metric's direction (``exact_match >= 0.6``, ``eval_loss <= 1.2``), and the metrics on which
+    it must beat the best Approved model of the group scored on the same test set."""
+
+    rules: Annotated[list[str], Field(max_length=len(EVALUATION_METRICS))] = Field(
+        default_factory=list
+    )
+    must_beat_best_approved: Annotated[
+        list[MetricName], Field(max_length=len(EVALUATION_METRICS))
+    ] = Field(default_factory=list)
+
+    @field_validator("rules")
+    @classmethod
+    def _rules(cls, value: list[str]) -> list[str]:
+        seen: set[str] = set()
+        for text in value:
+            rule = parse_gate_rule(text)
+            if rule.metric in seen:
+                raise ValueError(f"{rule.metric} has more than one rule; give one per metric")
+            seen.add(rule.metric)
+        return value
+
+    @field_validator("must_beat_best_approved")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("names a metric twice")
+        return value
+
+    def parsed_rules(self) -> list[GateRule]:
+        return [parse_gate_rule(text) for text in self.rules]
+
+
+class Generation(_Section):
+    """How the evaluation generates answers. Greedy by default, so that scores are
+    reproducible."""
+
+    max_new_tokens: Annotated[int, Field(ge=1, le=4096)] = 256
+    #: False: greedy decoding. True: sampling with temperature/top_p (scores then vary).
+    do_sample: bool = False
+    temperature: Annotated[float, Field(gt=0, le=2)] | None = None
+    top_p: Annotated[float, Field(gt=0, le=1)] | None = None
+    #: Prompts generated at once on the training instance.
+    batch_size: Annotated[int, Field(ge=1, le=256)] = 8
+
+    @model_validator(mode="after")
+    def _sampling(self) -> Generation:
+        if not self.do_sample and (self.temperature is not None or self.top_p is not None):
+            raise ValueError("temperature and top_p apply to sampling only (do_sample: true)")
+        return self
+
+    def describe(self) -> str:
+        """The settings that change scores, as one comparable string."""
+        if not self.do_sample:
+            return f"greedy max_new_tokens={self.max_new_tokens}"
+        return (
+            f"sample max_new_tokens={self.max_new_tokens} temperature={self.temperature or 1.0:g}"
+            f" top_p={self.top_p or 1.0:g}"
+        )
+
+
+DEFAULT_JUDGE_RUBRIC = (
+    "Grade the answer against the reference: 1 when it is correct and complete, 0 when it is "
+    "wrong, in between for partially correct answers."
+)
+
+
+class Judge(_Section):
+    """An LLM-as-judge score from an Amazon Bedrock model (off unless given). The model must be
+    enabled in the account and allowed by the platform (its training role may invoke it)."""
+
+    #: A Bedrock model id or inference profile id, e.g. 'anthropic.claude-3-5-haiku-20241022-v1:0'.
+    model_id: Annotated[
+        str, Field(min_length=1, max_length=128, pattern=r"^[a-zA-Z0-9][a-zA-Z0-9.:_\-/]*$")
+    ]
+    rubric: Annotated[str, Field(min_length=1, max_length=240)] = DEFAULT_JUDGE_RUBRIC
+    #: Examples judged at most (Bedrock is billed per call).
+    max_examples: Annotated[int, Field(ge=1, le=5000)] = 200
+
+
+class Evaluation(_Section):
+    """How the trained model is scored and the gate it must pass to be registered.
+
+    With ``dataset`` (a JSONL test set in the datasets bucket, chat or prompt/completion rows
+    whose last assistant turn or completion is the reference answer), every metric is measured
+    on that test set after training, with the merged model; without it, on the validation set
+    (loss and perplexity only). Runs are compared only when scored on the same data (sha256)
+    with a compatible tokenizer and the same generation settings.
+
+    ``metric`` / ``threshold`` / ``must_beat_best_approved`` are the shorthand of schema version
+    1 for a one-metric gate: ``{metric: eval_loss, threshold: 1.2}`` is
+    ``gate: {rules: ['eval_loss <= 1.2']}``.
+    """
+
+    #: JSONL object or prefix ending in '/' in the datasets bucket; None: no test set.
+    dataset: str | None = None
+    #: None: eval_loss and perplexity, plus exact_match, token_f1, rougeL and json_valid when a
+    #: test set is given (and judge_score with a judge).
+    metrics: Annotated[list[MetricName], Field(min_length=1)] | None = None
+    generation: Generation = Field(default_factory=Generation)
+    judge: Judge | None = None
+    gate: Gate | None = None
+    # The shorthand (schema version 1).
+    metric: MetricName = "eval_loss"
+    #: Register only if metric is at most (a loss) or at least (a score) the threshold.
     threshold: Annotated[float, Field(gt=0)] | None = None
     #: Register only if strictly better than the best Approved model in the group.
     must_beat_best_approved: bool = False
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset(cls, value: str | None) -> str | None:
+        if value is not None:
+            match = S3_URI.match(value)
+            if not match or not match.group("key"):
+                raise ValueError(f"{value!r} is not an s3://bucket/key URI")
+        return value
+
+    @field_validator("metrics")
+    @classmethod
+    def _unique_metrics(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("names a metric twice")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Evaluation:
+        shorthand = {"metric", "threshold", "must_beat_best_approved"} & self.model_fields_set
+        if self.gate is not None and shorthand:
+            raise ValueError(
+                "give the gate as evaluation.gate or as the shorthand "
+                f"{', '.join(sorted(shorthand))}, not both"
+            )
+        scored = self.scored_metrics()
+        if self.dataset is None:
+            needs_data = [m for m in scored if m not in TOKEN_METRICS]
+            if needs_data:
+                raise ValueError(
+                    f"{', '.join(needs_data)} compare generated answers with reference answers: "
+                    "give a test set in evaluation.dataset"
+                )
+        if JUDGE_METRIC in (self.metrics or ()) and self.judge is None:
+            raise ValueError("judge_score needs evaluation.judge (a Bedrock model)")
+        gated = [r.metric for r in self.gate_rules()] + self.must_beat_metrics()
+        missing = [m for m in dict.fromkeys(gated) if m not in scored]
+        if missing:
+            hint = (
+                "give a test set in evaluation.dataset"
+                if self.dataset is None and self.metrics is None
+                else "add them to evaluation.metrics"
+            )
+            raise ValueError(f"the gate uses {', '.join(missing)}, which are not scored: {hint}")
+        size = len(self.job_config())
+        if size > EVALUATION_CONFIG_LIMIT:
+            raise ValueError(
+                f"the evaluation settings take {size} characters in the training job's "
+                f"environment (FT_EVALUATION, at most {EVALUATION_CONFIG_LIMIT}); shorten "
+                "evaluation.judge.rubric"
+            )
+        return self
+
+    def scored_metrics(self) -> list[str]:
+        """The metrics the evaluation reports, in EVALUATION_METRICS order."""
+        chosen: set[str]
+        if self.metrics is not None:
+            chosen = set(self.metrics)
+        else:
+            chosen = set(TOKEN_METRICS) | (set(GENERATED_METRICS) if self.dataset else set())
+        if self.judge is not None:
+            chosen.add(JUDGE_METRIC)
+        return [m for m in EVALUATION_METRICS if m in chosen]
+
+    def gate_rules(self) -> list[GateRule]:
+        """The gate's absolute rules (the shorthand as one rule in the metric's direction)."""
+        if self.gate is not None:
+            return self.gate.parsed_rules()
+        if self.threshold is None:
+            return []
+        return [
+            GateRule(metric=self.metric, op=metric_direction(self.metric), value=self.threshold)
+        ]
+
+    def must_beat_metrics(self) -> list[str]:
+        """The metrics on which the model must beat the best comparable Approved model."""
+        if self.gate is not None:
+            return list(self.gate.must_beat_best_approved)
+        return [self.metric] if self.must_beat_best_approved else []
+
+    def primary_metric(self) -> str:
+        """The metric runs are ranked by: the gate's first metric, else the shorthand's."""
+        gated = [r.metric for r in self.gate_rules()] + self.must_beat_metrics()
+        return gated[0] if gated else self.metric
+
+    def job_config(self) -> str:
+        """FT_EVALUATION: what the training job needs to evaluate (compact JSON)."""
+        config: dict[str, Any] = {
+            "metrics": self.scored_metrics(),
+            "generation": self.generation.model_dump(exclude_none=True),
+        }
+        if self.judge is not None:
+            config["judge"] = self.judge.model_dump()
+        return json.dumps(config, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
 
 
 class Deployment(_Section):

@@ -22,13 +22,16 @@ from runspec.request import Evaluation
 __all__ = [
     "MAX_STATE_BYTES",
     "PACKAGE_METADATA_KEYS",
+    "BestApprovedComparison",
     "DeploymentPlan",
     "GateDecision",
     "PinnedDataset",
     "PinnedObject",
     "Registration",
     "ResourceConfig",
+    "RuleResult",
     "RunDocument",
+    "ScoringBasis",
     "TrainedRecord",
     "TrainingImage",
     "TrainingJob",
@@ -45,6 +48,17 @@ PACKAGE_METADATA_KEYS = (
     "eval_loss",
     "perplexity",
     "train_loss",
+    # Task metrics on the test set, and what they were scored on: later runs' gates compare
+    # only with packages scored on the same data, tokenizer and generation settings.
+    "exact_match",
+    "token_f1",
+    "rougeL",
+    "json_valid",
+    "judge_score",
+    "scored_on",
+    "scored_data_sha256",
+    "scored_tokenizer",
+    "scored_generation",
     # Both sides of the serving contract (llm_sft.serving_contract's manifest).
     "serving_contract",
     "serving_image",
@@ -174,8 +188,72 @@ class RunDocument(_Document):
         return self.model_dump(mode="json", by_alias=True)
 
 
+class ScoringBasis(_Document):
+    """What a run's metrics were measured on; two runs' metrics are comparable only on the same
+    basis (``comparable``).
+
+    ``data_sha256`` is the held-out data's content digest as the job computed it (the test set,
+    else the validation channel), or, when the job reported none, ``etag:<digest>`` of the
+    pinned objects' ETags; ``tokenizer`` the digest of the tokenizer's vocabulary, special
+    tokens and chat template (``model:<base model>`` when unknown); ``generation`` the
+    generation settings of generated metrics (None: no generated metric)."""
+
+    dataset: Literal["test", "validation"]
+    data_sha256: str
+    tokenizer: str
+    generation: str | None = None
+
+    def comparable(self, other: ScoringBasis, metric: str) -> bool:
+        """Whether ``metric`` of a run scored on ``other`` can be compared with this one's:
+        the same data always; the same tokenizer for token metrics (loss, perplexity: per
+        token); the same generation settings for generated ones."""
+        from runspec.request import TOKEN_METRICS
+
+        if (self.dataset, self.data_sha256) != (other.dataset, other.data_sha256):
+            return False
+        if metric in TOKEN_METRICS:
+            return self.tokenizer == other.tokenizer
+        return self.generation == other.generation
+
+    def why_not(self, other: ScoringBasis, metric: str) -> str:
+        """Why ``comparable`` is False, in a few words."""
+        from runspec.request import TOKEN_METRICS
+
+        if self.dataset != other.dataset:
+            return f"scored on its {other.dataset} set, not a {self.dataset} set"
+        if self.data_sha256 != other.data_sha256:
+            return f"scored on other data ({other.data_sha256[:12]})"
+        if metric in TOKEN_METRICS:
+            return "another tokenizer"
+        return f"other generation settings ({other.generation})"
+
+
+class RuleResult(_Document):
+    """One gate rule, applied."""
+
+    rule: str
+    metric: str
+    value: float | None
+    passed: bool
+
+
+class BestApprovedComparison(_Document):
+    """``must_beat_best_approved`` for one metric: the best comparable Approved package."""
+
+    metric: str
+    value: float | None
+    best_approved_value: float | None
+    best_approved_package: str | None
+    #: Approved packages left out because they were scored on another basis.
+    not_comparable: int
+    passed: bool
+
+
 class GateDecision(_Document):
-    """The gate, decided once by the record function; the state machine branches on ``passed``."""
+    """The gate, decided once by the record function; the state machine branches on ``passed``.
+
+    ``metric``/``value``/``threshold`` name the first rule (the one the shorthand of schema
+    version 1 writes), ``rules`` and ``best_approved`` every check made."""
 
     metric: str
     value: float | None
@@ -185,6 +263,9 @@ class GateDecision(_Document):
     best_approved_package: str | None
     passed: bool
     reason: str
+    rules: list[RuleResult] = Field(default_factory=list)
+    best_approved: list[BestApprovedComparison] = Field(default_factory=list)
+    basis: ScoringBasis | None = None
 
 
 class TrainedRecord(_Document):
@@ -199,3 +280,10 @@ class TrainedRecord(_Document):
     package_metadata: dict[str, str]
     #: The model's serving_contract.json (None: written before the contract existed).
     serving_contract: dict[str, Any] | None = None
+    #: What the metrics were measured on (the gate compared only runs on the same basis).
+    scoring: ScoringBasis | None = None
+    #: The test set the job scored (uri, version, ETag, sha256, rows) and its tokenizer.
+    test_set: dict[str, Any] | None = None
+    tokenizer: dict[str, Any] | None = None
+    #: The MLflow run the job logged to (the record function adds the later facts to it).
+    mlflow_run_id: str | None = None

@@ -6,6 +6,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from record_run.mlflow_rest import RECORD_MLFLOW_CALLS
 from stacks.components.arns import PlatformArns
 from stacks.components.functions.placement import FunctionPlacement
 from stacks.components.key_use import READ_WRITE, use_key_via
@@ -18,7 +19,9 @@ __all__ = ["RecordFunction"]
 
 class RecordFunction(ProjectFunction):
     """Writes run records under runs/, the run's experiment, trial and components, reads the
-    finished job and the approved packages the gate compares with; nothing else."""
+    finished job, what the job wrote beside the model (serving contract, evaluation summary) and
+    the approved packages the gate compares with, and, with ``mlflow_app_arn``, adds the run's
+    later facts (gate, package, endpoint, cost) to its MLflow run; nothing else."""
 
     def __init__(
         self,
@@ -28,22 +31,28 @@ class RecordFunction(ProjectFunction):
         placement: FunctionPlacement,
         artifacts_bucket: s3.IBucket,
         arns: PlatformArns,
+        mlflow_app_arn: str | None = None,
     ) -> None:
+        environment = {"FT_ARTIFACTS_BUCKET": artifacts_bucket.bucket_name}
+        if mlflow_app_arn is not None:
+            environment["FT_MLFLOW_TRACKING_URI"] = mlflow_app_arn
         super().__init__(
             scope,
             construct_id,
             handler="record_run.handler.handler",
             description="Records run milestones in SageMaker Experiments and the run record",
-            environment={"FT_ARTIFACTS_BUCKET": artifacts_bucket.bucket_name},
+            environment=environment,
             **placement.props(),
         )
         runs = artifacts_bucket.arn_for_objects(f"{RUNS_PREFIX}/*")
         contracts = artifacts_bucket.arn_for_objects(f"{MODELS_PREFIX}/*/serving_contract.json")
+        summaries = artifacts_bucket.arn_for_objects(f"{MODELS_PREFIX}/*/evaluation_summary.json")
         experiments = [arns.experiments, arns.trials, arns.trial_components]
         grants = [
             ("WriteRunRecords", ["s3:GetObject", "s3:PutObject"], [runs], None),
-            # Both sides' versions, from the manifest the job writes beside the model.
-            ("ReadServingContract", ["s3:GetObject"], [contracts], None),
+            # Both sides' versions, from the manifest the job writes beside the model; what the
+            # evaluation measured and on what (llm_sft.evaluation), beside it.
+            ("ReadServingContract", ["s3:GetObject"], [contracts, summaries], None),
             (
                 "ReadRunRecordsPrefix",
                 ["s3:ListBucket"],
@@ -73,6 +82,20 @@ class RecordFunction(ProjectFunction):
             # ListModelPackages supports no resource-level permissions.
             ("FindBestApprovedModel", ["sagemaker:ListModelPackages"], ["*"], None),
         ]
+        if mlflow_app_arn is not None:
+            # MLflow Apps authorize every REST call with CallMlflowAppApi; the sagemaker-mlflow
+            # actions are those of tracking servers, for the calls this function makes.
+            grants.append(
+                (
+                    "AddToMlflowRuns",
+                    [
+                        "sagemaker:CallMlflowAppApi",
+                        *(f"sagemaker-mlflow:{call}" for call in RECORD_MLFLOW_CALLS),
+                    ],
+                    [mlflow_app_arn],
+                    None,
+                )
+            )
         for sid, actions, resources, conditions in grants:
             self.role.add_to_policy(
                 iam.PolicyStatement(
@@ -93,6 +116,7 @@ class RecordFunction(ProjectFunction):
             "versions in the platform's group; ListModelPackages takes no resource.",
             runs,
             contracts,
+            summaries,
             *experiments,
             arns.training_jobs,
             arns.packages,
