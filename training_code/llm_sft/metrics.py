@@ -9,6 +9,10 @@ Lines look like::
     METRIC step=20 train_loss=1.23457 learning_rate=0.000190983 tokens_per_second=5321.2 epoch=0.5
     METRIC step=40 eval_loss=1.1 epoch=1
     METRIC final eval_loss=1.1 perplexity=3.00417 train_loss=1.2 tokens_per_second=5100
+    METRIC evaluation eval_loss=1.3 perplexity=3.6693 exact_match=0.62 token_f1=0.71 rougeL=0.7
+
+The evaluation line (llm_sft.evaluation) comes last, from the test set when the run has one: its
+values are the job's final ones (SageMaker keeps the last value of each metric).
 
 SageMaker applies every regex to every log line and keeps the first capture group, so each
 regex is anchored on `METRIC step=N` / `METRIC final` and on the space before the field name
@@ -34,6 +38,15 @@ STEP_FIELDS: tuple[str, ...] = (
     "epoch",
 )
 FINAL_FIELDS: tuple[str, ...] = ("eval_loss", "perplexity", "train_loss", "tokens_per_second")
+EVALUATION_FIELDS: tuple[str, ...] = (
+    "eval_loss",
+    "perplexity",
+    "exact_match",
+    "token_f1",
+    "rougeL",
+    "json_valid",
+    "judge_score",
+)
 
 _NUMBER = r"(-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?)"
 
@@ -41,7 +54,7 @@ _NUMBER = r"(-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?)"
 def _regex(name: str) -> str:
     # Fields are space-separated after `step=N` or `final`; requiring the space before the name
     # (no lookbehind, no `\b`) keeps the pattern portable across regex engines.
-    return rf"{PREFIX} (?:step=[0-9]+|final)(?: \S+)*? {name}={_NUMBER}"
+    return rf"{PREFIX} (?:step=[0-9]+|final|evaluation)(?: \S+)*? {name}={_NUMBER}"
 
 
 METRIC_NAMES: tuple[str, ...] = (
@@ -51,6 +64,11 @@ METRIC_NAMES: tuple[str, ...] = (
     "learning_rate",
     "tokens_per_second",
     "epoch",
+    "exact_match",
+    "token_f1",
+    "rougeL",
+    "json_valid",
+    "judge_score",
 )
 
 METRIC_DEFINITIONS: list[dict[str, str]] = [
@@ -98,6 +116,15 @@ def format_final_line(**values: float | None) -> str:
     return f"{PREFIX} final" + (f" {body}" if body else "")
 
 
+def format_evaluation_line(**values: float | None) -> str:
+    """After training, from the evaluation: `METRIC evaluation eval_loss=... exact_match=...`."""
+    unknown = set(values) - set(EVALUATION_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown metric field(s): {sorted(unknown)}")
+    body = _fields(values, EVALUATION_FIELDS)
+    return f"{PREFIX} evaluation" + (f" {body}" if body else "")
+
+
 @dataclass(frozen=True)
 class MetricRecord:
     """A parsed METRIC line: `step` is None on the final line."""
@@ -107,7 +134,9 @@ class MetricRecord:
     values: dict[str, float] = field(default_factory=dict)
 
 
-_LINE = re.compile(rf"{PREFIX} (?:step=(?P<step>[0-9]+)|(?P<final>final))(?P<rest>(?: \S+=\S+)*)")
+_LINE = re.compile(
+    rf"{PREFIX} (?:step=(?P<step>[0-9]+)|(?P<final>final|evaluation))(?P<rest>(?: \S+=\S+)*)"
+)
 
 
 def parse_metric_line(line: str) -> MetricRecord | None:

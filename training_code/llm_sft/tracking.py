@@ -75,6 +75,12 @@ class Tracker:
     def log_model_folder(self, folder: Path) -> None:
         """Store the saved model folder as artifacts."""
 
+    def set_tags(self, tags: Mapping[str, object]) -> None:
+        """Record tags (versions, identities)."""
+
+    def log_table(self, columns: list[str], rows: list[list[object]], name: str) -> None:
+        """Store a table artifact the MLflow UI shows as a table."""
+
     def finish(self, succeeded: bool) -> None:
         """Close the run."""
 
@@ -136,6 +142,17 @@ class MlflowTracker(Tracker):
 
     def log_model_folder(self, folder: Path) -> None:
         self._safely("log_artifacts", lambda: self._mlflow.log_artifacts(str(folder), "model"))
+
+    def set_tags(self, tags: Mapping[str, object]) -> None:
+        values = {k: str(v)[:5000] for k, v in tags.items()}
+        self._safely("set_tags", lambda: self._mlflow.set_tags(values))
+
+    def log_table(self, columns: list[str], rows: list[list[object]], name: str) -> None:
+        # What mlflow.log_table writes (pandas' "split" JSON and the run tag that makes the UI
+        # show it as a table), without needing pandas in the training image.
+        self.log_dict({"columns": columns, "data": rows}, name)
+        logged = [{"path": name, "type": "table"}]
+        self.set_tags({"mlflow.loggedArtifacts": json.dumps(logged)})
 
     def finish(self, succeeded: bool) -> None:
         status = "FINISHED" if succeeded else "FAILED"

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from llm_sft import distributed
+from llm_sft import evaluation as evaluation_module
 from llm_sft.data import ChannelData, Example, load_channel, split_validation
 from llm_sft.distributed import SINGLE, DistContext
 from llm_sft.encoding import EncodedDataset
@@ -335,6 +336,11 @@ def run_job(
     None on the other processes)."""
     started = time.time()
     data = prepare_data(hp, paths)
+    # The test set is checked with the training data, before any model is loaded.
+    test_set = evaluation_module.load_test_set(
+        evaluation_module.find_test_channel(paths.train),
+        dataset_identity_from_env().get("test"),
+    )
     base = resolve_base_model(hp.model_id, paths.model_channel)
     logger.info("base model %s (%s: %s)", base.reference, base.source, base.path)
     _configure_runtime(hp)
@@ -387,6 +393,22 @@ def run_job(
         if not ctx.is_main:
             succeeded = True
             return None
+        scored = evaluation_module.evaluate_job(
+            test_set=test_set,
+            settings=evaluation_module.EvaluationSettings.from_env(),
+            tokenizer=setup.tokenizer,
+            model_dir=paths.model_dir,
+            output_data_dir=paths.output_data_dir,
+            saved=saved or "merged",
+            base_path=base.path,
+            plan=setup.plan,
+            max_seq_length=hp.max_seq_length,
+            validation=data.identity.get("validation") or {},
+            validation_loss=result.eval_loss,
+            tracker=tracker,
+            datasets=data.identity,
+            step=result.global_step,
+        )
         evaluation: dict[str, Any] = {
             **final,
             "train_runtime_seconds": round(result.train_seconds, 3),
@@ -414,6 +436,7 @@ def run_job(
                 "rows_per_step": trainer.schedule.rows_per_step,
             },
             "hyperparameters": hp.to_dict(),
+            "scored": scored,
         }
         write_json(paths.output_data_dir / EVALUATION_FILE, evaluation)
         # Prefixed: the unprefixed series are per step, and the final train_loss is a mean.
