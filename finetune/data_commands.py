@@ -220,7 +220,7 @@ def upload(
                 f"{obj.path}: {verb} to {obj.uri} (version {obj.version_id})", highlight=False
             )
         for warning in result.warnings():
-            options.err.print(Text.assemble(("warning:", "yellow"), " ", warning))
+            options.err.print(Text.assemble(("warning:", "yellow"), " ", warning), highlight=False)
         if options.json:
             document = {
                 "dataset": {obj.channel: obj.uri for obj in uploaded},
@@ -406,15 +406,20 @@ def _print_check(console: Console, result: CheckResult, epochs: float) -> None:
     console.print(table)
     errors = [e for reports in result.files.values() for r in reports for e in r.errors]
     for error in errors[:SHOWN]:
-        console.print(Text.assemble(("error:", "bold red"), " ", error))
+        console.print(Text.assemble(("error:", "bold red"), " ", error), highlight=False)
     if result.error_count > SHOWN:
-        console.print(f"... {result.error_count - SHOWN:,} more errors (--json lists 20 per file)")
+        console.print(
+            f"... {result.error_count - SHOWN:,} more errors (--json lists 20 per file)",
+            highlight=False,
+        )
     for warning in result.warnings():
-        console.print(Text.assemble(("warning:", "yellow"), " ", warning))
+        console.print(Text.assemble(("warning:", "yellow"), " ", warning), highlight=False)
     total_warnings = sum(r.warning_count for rs in result.files.values() for r in rs)
     if total_warnings:
         console.print(
-            "(--json lists the rows behind each warning, the first 20 of each file)", style="dim"
+            "(--json lists the rows behind each warning, the first 20 of each file)",
+            style="dim",
+            highlight=False,
         )
     for channel, stats in result.tokens.items():
         console.print(
@@ -424,7 +429,8 @@ def _print_check(console: Console, result: CheckResult, epochs: float) -> None:
                 f"{stats.tokens:,} per epoch, longest row {stats.longest:,}, "
                 f"{stats.truncated:,} truncated, {stats.dropped:,} dropped "
                 "(no trainable token left)",
-            )
+            ),
+            highlight=False,
         )
         peak = max(stats.histogram.values(), default=0) or 1
         for label, count in stats.histogram.items():
@@ -451,5 +457,6 @@ def _print_check(console: Console, result: CheckResult, epochs: float) -> None:
             ("ok", "green") if result.ok else ("refused", "red"),
             f": {sum(len(rs) for rs in result.files.values())} files, "
             f"{result.error_count:,} errors, {total_warnings:,} warnings",
-        )
+        ),
+        highlight=False,
     )
