@@ -487,13 +487,16 @@ def stage_local_inputs(
     for item in inputs:
         if item.is_folder:
             _stage_folder(s3, bucket, item)
-            say(f"{item.field}: {item.path} staged at s3://{bucket}/{item.key}")
+            say(
+                f"{item.field}: {item.path} staged at s3://{bucket}/{item.key} (sha256 over "
+                f"its files {item.digest})"
+            )
             continue
         uploaded = upload_file(
             s3, bucket, item.key, item.path, channel=item.field, sha256=item.digest
         )
         say(
-            f"{item.field}: {item.path} staged at {uploaded.uri} (sha256 {item.digest[:16]}…, "
+            f"{item.field}: {item.path} staged at {uploaded.uri} (sha256 {item.digest}, "
             f"version {uploaded.version_id})"
         )
     return _with_uris(document, inputs, bucket)
