@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,7 @@ __all__ = [
     "dataset_key",
     "load_launch_file",
     "local_datasets_bucket",
+    "local_paths_for",
     "stage_local_inputs",
     "upload_file",
 ]
@@ -515,12 +516,6 @@ def _stage_folder(s3: Any, bucket: str, item: LocalInput) -> None:
         key = item.key + path.relative_to(item.path).as_posix()
         s3.put_object(Bucket=bucket, Key=key, Body=path.read_bytes())
     s3.put_object(Bucket=bucket, Key=marker, Body=item.digest.encode())
-
-
-def iter_chunks(path: Path) -> Iterator[bytes]:
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            yield chunk
 
 
 def local_paths_for(backend: str, document: dict[str, Any]) -> dict[str, Any]:
