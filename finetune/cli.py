@@ -8,6 +8,7 @@ Exit codes: 0 done, 1 a run or operation failed, 2 bad input (nothing was starte
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -47,6 +48,13 @@ LocalFlag = Annotated[
     bool, typer.Option("--local", help="Use the embedded local backend (no AWS account).")
 ]
 AwsFlag = Annotated[bool, typer.Option("--aws", help="Use the deployed platform on AWS.")]
+MetricOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Rank by this metric (eval_loss, perplexity, exact_match, token_f1, rougeL, "
+        "json_valid, judge_score); default exact_match when runs have it, else eval_loss."
+    ),
+]
 
 
 @dataclass
@@ -310,18 +318,20 @@ def runs(
     ctx: typer.Context,
     experiment: Annotated[str | None, typer.Option(help="Only this experiment.")] = None,
     limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 20,
+    metric: MetricOption = None,
     json_output: JsonFlag = False,
     local: LocalFlag = False,
     aws: AwsFlag = False,
 ) -> None:
-    """Table of runs: status, key parameters, evaluation metrics, cost; the best one marked."""
+    """Table of runs: status, key parameters, evaluation metrics, cost; the best one marked
+    among the runs comparable with the newest (same test set, compatible tokenizer)."""
 
     def action(options: Options) -> None:
         backend = _backend(options)
         rows = [run_row(r, local=backend.name == "local") for r in backend.records()]
         if experiment:
             rows = [r for r in rows if r.experiment == experiment]
-        _print_rows(options, mark_best(rows[:limit]), _print_runs)
+        _print_rows(options, mark_best(rows[:limit], _metric(metric)), _print_runs)
 
     _run(ctx, action, json_output=json_output, local=local, aws=aws)
 
@@ -330,20 +340,36 @@ def runs(
 def compare(
     ctx: typer.Context,
     run_ids: Annotated[list[str], typer.Argument(help="Two or more run ids.")],
+    metric: MetricOption = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(help="Also draw loss curves and metric bars into this .png or .html file."),
+    ] = None,
     json_output: JsonFlag = False,
     local: LocalFlag = False,
     aws: AwsFlag = False,
 ) -> None:
-    """Parameters and metrics of runs side by side."""
+    """Parameters and metrics of runs side by side; runs scored on another test set (or with
+    an incompatible tokenizer) than the first are marked not comparable."""
 
     def action(options: Options) -> None:
         if len(run_ids) < 2:
             raise CliError("compare needs at least two run ids", exit_code=EXIT_USAGE)
         for run_id in run_ids:
             check_run_id(run_id)
+        if plot is not None and plot.suffix.lower() not in (".png", ".html", ".htm"):
+            raise CliError(f"--plot {plot}: give a .png or .html file", exit_code=EXIT_USAGE)
         backend = _backend(options)
         rows = [run_row(backend.record(r), local=backend.name == "local") for r in run_ids]
-        _print_rows(options, mark_best(rows), _print_comparison)
+        rows = mark_best(rows, _metric(metric), reference=rows[0])
+        if plot is not None:
+            from finetune.plots import loss_curves, write_plot
+
+            session = getattr(backend, "session", None)
+            tracking = session.mlflow_uri if session else os.environ.get("MLFLOW_TRACKING_URI")
+            write_plot(rows, loss_curves(tracking, rows), plot)
+            options.err.print(f"plot: {plot}", highlight=False)
+        _print_rows(options, rows, _print_comparison)
 
     _run(ctx, action, json_output=json_output, local=local, aws=aws)
 
@@ -465,11 +491,36 @@ def _number(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
 
 
+def _metric(name: str | None) -> str | None:
+    from runspec.request import EVALUATION_METRICS
+
+    if name is not None and name not in EVALUATION_METRICS:
+        raise CliError(
+            f"--metric {name!r}: not one of {', '.join(EVALUATION_METRICS)}", exit_code=EXIT_USAGE
+        )
+    return name
+
+
+def _task_metrics(rows: list[RunRow]) -> list[str]:
+    from runspec.request import EVALUATION_METRICS
+
+    return [
+        m
+        for m in EVALUATION_METRICS
+        if m not in ("eval_loss", "perplexity") and any(m in r.metrics for r in rows)
+    ]
+
+
 def _print_runs(console: Console, rows: list[RunRow]) -> None:
     if not rows:
         console.print("no runs yet")
         return
-    table = Table(title="Fine-tuning runs (best marked ★: lowest eval_loss among passing runs)")
+    metric = rows[0].ranked_by
+    tasks = _task_metrics(rows)
+    table = Table(
+        title=f"Fine-tuning runs (best marked ★: best {metric} among passing runs comparable "
+        "with the newest; ≠ scored on another basis, not comparable)"
+    )
     for column in (
         "",
         "run",
@@ -478,23 +529,32 @@ def _print_runs(console: Console, rows: list[RunRow]) -> None:
         *KEY_PARAMETERS[:3],
         "eval_loss",
         "perplexity",
+        *tasks,
         "cost $",
         "updated",
     ):
         table.add_column(column, no_wrap=column in ("run", "status"))
     for row in rows:
         table.add_row(
-            "★" if row.best else "",
+            "★" if row.best else "≠" if not row.comparable else "",
             row.run_id,
             row.status,
             row.base_model.rsplit("/", 2)[-2] if row.base_model.endswith("/") else row.base_model,
             *(row.parameters.get(name, "-") for name in KEY_PARAMETERS[:3]),
             _number(row.eval_loss),
             _number(row.perplexity),
+            *(_number(row.metrics.get(m)) for m in tasks),
             "local" if row.cost_usd is None else f"{row.cost_usd:.2f}",
             row.updated_at[:19].replace("T", " "),
         )
     console.print(table)
+    for row in rows:
+        if not row.comparable:
+            console.print(
+                f"≠ {row.run_id}: not comparable on {metric} ({row.not_comparable})",
+                style="dim",
+                highlight=False,
+            )
     if any(row.status == "interrupted" for row in rows):
         console.print(
             f"interrupted: {INTERRUPTED_HINT} (or promote it again, if its deployment was)",
@@ -515,7 +575,16 @@ def _print_comparison(console: Console, rows: list[RunRow]) -> None:
         *((name, lambda r, n=name: r.parameters.get(n, "-")) for name in KEY_PARAMETERS),
         ("eval_loss", lambda r: _number(r.eval_loss)),
         ("perplexity", lambda r: _number(r.perplexity)),
+        *((name, lambda r, n=name: _number(r.metrics.get(n))) for name in _task_metrics(rows)),
         ("train_loss", lambda r: _number(r.train_loss)),
+        (
+            "scored on",
+            lambda r: f"{r.scored['dataset']} {r.scored['data_sha256'][:12]}" if r.scored else "-",
+        ),
+        (
+            f"comparable ({rows[0].ranked_by})",
+            lambda r: "yes" if r.comparable else f"no: {r.not_comparable}",
+        ),
         ("gate", lambda r: r.gate or "-"),
         ("model package", lambda r: r.model_package or "-"),
         ("endpoint", lambda r: r.endpoint or "-"),
