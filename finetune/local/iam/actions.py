@@ -306,6 +306,34 @@ def _logs(env: Env, operation: str, p: dict[str, Any]) -> list[AccessRequest]:
     return [AccessRequest(f"logs:{operation}", arn)]
 
 
+def _mlflow_app(env: Env, operation: str, p: dict[str, Any]) -> list[AccessRequest]:
+    """MLflow REST calls to a SageMaker AI MLflow App (``Arn``: the App): every call is
+    authorized with sagemaker:CallMlflowAppApi on the App (SageMaker AI developer guide, MLflow
+    App IAM permissions). Operations are MLflow's (GetRun, LogBatch, ...)."""
+    return [AccessRequest("sagemaker:CallMlflowAppApi", p["Arn"])]
+
+
+def _bedrock_runtime(env: Env, operation: str, p: dict[str, Any]) -> list[AccessRequest]:
+    """Converse (and ConverseStream) are authorized as bedrock:InvokeModel
+    (InvokeModelWithResponseStream) on the model: a foundation model id names
+    ``arn:...:bedrock:<region>::foundation-model/<id>``; an ARN is the resource itself."""
+    actions = {
+        "Converse": "bedrock:InvokeModel",
+        "InvokeModel": "bedrock:InvokeModel",
+        "ConverseStream": "bedrock:InvokeModelWithResponseStream",
+        "InvokeModelWithResponseStream": "bedrock:InvokeModelWithResponseStream",
+    }
+    if operation not in actions:
+        raise UnmappedCallError(f"bedrock-runtime:{operation}")
+    model = p["modelId"]
+    arn = (
+        model
+        if model.startswith("arn:")
+        else f"arn:{env.partition}:bedrock:{env.region}::foundation-model/{model}"
+    )
+    return [AccessRequest(actions[operation], arn)]
+
+
 def _sts(env: Env, operation: str, p: dict[str, Any]) -> list[AccessRequest]:
     if operation == "GetCallerIdentity":
         return []  # needs no permission
@@ -323,4 +351,6 @@ _SERVICES: dict[str, Callable[[Env, str, dict[str, Any]], list[AccessRequest]]] 
     "cloudformation": _cloudformation,
     "logs": _logs,
     "sts": _sts,
+    "mlflow-app": _mlflow_app,
+    "bedrock-runtime": _bedrock_runtime,
 }
