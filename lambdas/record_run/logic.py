@@ -353,10 +353,24 @@ def _trained(
         package_metadata=_package_metadata(run, metrics, contract, basis),
         serving_contract=contract,
         scoring=basis,
-        test_set=(summary or {}).get("data") if basis.dataset == "test" else None,
+        test_set=_test_set(run, summary) if basis.dataset == "test" else None,
         tokenizer=(summary or {}).get("tokenizer"),
         mlflow_run_id=str(mlflow_run) if mlflow_run else None,
     )
+
+
+def _test_set(run: RunDocument, summary: dict[str, Any] | None) -> dict[str, Any]:
+    """The test set as the job measured it (sha256, rows) and as launch pinned it (uri, object
+    versions and ETags: the job's environment may have been too short to carry them)."""
+    found = dict((summary or {}).get("data") or {})
+    pinned = run.datasets.get("test")
+    if pinned is not None:
+        found["uri"] = pinned.uri
+        found["objects"] = [o.model_dump() for o in pinned.objects]
+        if len(pinned.objects) == 1:
+            found["version_id"] = pinned.objects[0].version_id
+            found["etag"] = pinned.objects[0].etag
+    return found
 
 
 def _summary_metrics(summary: dict[str, Any] | None) -> dict[str, float]:

@@ -267,7 +267,7 @@ MetricName = Literal[
 ]
 #: A gate rule: ``<metric> <op> <number>``, e.g. ``exact_match >= 0.6``.
 _RULE = re.compile(
-    r"^(?P<metric>[A-Za-z_]+)\s*(?P<op><=|>=|<|>)\s*(?P<value>-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?)$"
+    r"^(?P<metric>[A-Za-z_][A-Za-z0-9_]*)\s*(?P<op><=|>=|<|>)\s*(?P<value>-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?)$"
 )
 #: FT_EVALUATION, the job's evaluation settings, is a training job environment value: at most
 #: 512 characters.
@@ -447,7 +447,16 @@ class Evaluation(_Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> Evaluation:
-        shorthand = {"metric", "threshold", "must_beat_best_approved"} & self.model_fields_set
+        # Non-default values only: a resolved run document carries every field, defaults too.
+        shorthand = {
+            name
+            for name, default in (
+                ("metric", "eval_loss"),
+                ("threshold", None),
+                ("must_beat_best_approved", False),
+            )
+            if getattr(self, name) != default
+        }
         if self.gate is not None and shorthand:
             raise ValueError(
                 "give the gate as evaluation.gate or as the shorthand "

@@ -41,6 +41,7 @@ def gate(**evaluation: Any) -> Evaluation:
         (["eval_loss <= 1.2"], {"eval_loss": 1.21}, False, "above the threshold 1.2"),
         (["eval_loss < 1.2"], {"eval_loss": 1.2}, False, "above the threshold"),
         (["rougeL >= 0.3"], {}, False, "reported no rougeL"),
+        (["token_f1 >= 0.5"], {"token_f1": 0.5}, True, "token_f1 0.5 passed"),
         (
             ["exact_match >= 0.6", "eval_loss <= 1.2"],
             {"exact_match": 0.7, "eval_loss": 1.5},
@@ -204,9 +205,14 @@ def test_trained_reads_the_job_s_summary_and_records_what_it_scored_on(aws: Aws)
     assert result["metrics"]["eval_loss"] == 1.4567891234
     assert result["evaluation"]["passed"] is True
     assert result["scoring"]["data_sha256"] == "c" * 64
-    assert result["test_set"]["version_id"] == "v1"
+    assert result["test_set"]["version_id"] == run.datasets["test"].objects[0].version_id
     assert result["mlflow_run_id"] == "abc123"
     metadata = result["package_metadata"]
     assert metadata["exact_match"] == "0.75"
     assert metadata["scored_data_sha256"] == "c" * 64
     assert metadata["scored_generation"] == "greedy max_new_tokens=256"
+
+
+def test_a_resolved_evaluation_validates_again_with_its_defaults_written_out() -> None:
+    evaluation = gate(gate={"rules": ["token_f1 >= 0.5"]})
+    assert Evaluation.model_validate(evaluation.model_dump(mode="json")) == evaluation
