@@ -73,7 +73,13 @@ def write_plot(rows: Sequence[RunRow], curves: Mapping[str, Any], path: Path) ->
         for metric, style in zip(CURVE_METRICS, ("-", "--"), strict=True):
             points = curves.get(row.run_id, {}).get(metric)
             if points:
-                left.plot([p[0] for p in points], [p[1] for p in points], style, marker=".", label=f"{row.run_id} {metric}")
+                left.plot(
+                    [p[0] for p in points],
+                    [p[1] for p in points],
+                    style,
+                    marker=".",
+                    label=f"{row.run_id} {metric}",
+                )
     left.set_title("Loss by step (MLflow)")
     left.set_xlabel("step")
     left.set_ylabel("loss")

@@ -9,12 +9,9 @@ with the AWS behaviour it reproduces (``Patch.rule``); the groups are:
    tests script an outcome), then polls DescribeTrainingJob as Step Functions does. It also
    creates the ``<job>-aws-training-job`` trial component SageMaker creates for a job with
    ExperimentConfig, and names SageMaker errors as AWS does (strict_asl.sagemaker_task_failure).
-2. ``lambda:invoke`` without Docker echoes the payload; the patch runs the function's handler
-   in-process with the function's environment and role, and reports exceptions the way Lambda
-   does (``errorType`` / ``errorMessage``), which Step Functions turns into the task's error.
-3. SageMaker endpoints: moto lacks UpdateEndpoint and knows no GPU endpoint instance types; an
-   *endpoint host* decides the endpoint's status and answers InvokeEndpoint (the local backend
-   serves the model on 127.0.0.1; tests script answers).
+2. ``lambda:invoke`` runs the function's handler in-process (lambda_patches).
+3. SageMaker endpoints and the model registry (endpoint_patches): an *endpoint host* decides the
+   endpoint's status and answers InvokeEndpoint.
 4. The strict interpreter (strict_asl), SageMaker's request rules (sagemaker_rules) and, when an
    IAM twin is given, the evaluation of every call against the caller's synthesized policies.
 
@@ -25,25 +22,27 @@ error before it calls its service, exactly as if the service had returned that e
 from __future__ import annotations
 
 import contextlib
-import importlib
-import io
 import json
 import logging
-import os
-import sys
-import threading
-import time
-import traceback
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
-from urllib.parse import unquote
 
 from finetune.local.call_hook import call_checks_patch
+from finetune.local.endpoint_patches import endpoint_patches, model_registry_patches
+from finetune.local.lambda_patches import (
+    FUNCTION_LOGS,
+    FakeLambdaContext,
+    lambda_patches,
+    no_principals,
+)
 from finetune.local.patching import Patch, applied
 from finetune.local.request_shapes import check_request_shape
-from finetune.local.sagemaker_rules import check_sagemaker_request, check_unique_name
+from finetune.local.sagemaker_rules import (
+    check_endpoint_not_in_transition,
+    check_sagemaker_request,
+    check_unique_name,
+)
 from finetune.local.strict_asl import sagemaker_task_failure, strict_asl_patches
 
 __all__ = [
@@ -115,10 +114,16 @@ class FaultInjector:
     from a state the execution never reached."""
 
     faults: dict[str, tuple[str, str]] = field(default_factory=dict)
+    #: Faults that fire once, as a throttled or briefly unavailable service does.
+    transient: dict[str, tuple[str, str]] = field(default_factory=dict)
     fired: list[str] = field(default_factory=list)
 
     def check(self, env: Any, state_name: str) -> None:
-        if state_name not in self.faults:
+        if state_name in self.transient:
+            error, cause = self.transient.pop(state_name)
+        elif state_name in self.faults:
+            error, cause = self.faults[state_name]
+        else:
             return
         from moto.stepfunctions.parser.api import HistoryEventType, TaskFailedEventDetails
         from moto.stepfunctions.parser.asl.component.common.error_name.custom_error_name import (
@@ -130,7 +135,6 @@ class FaultInjector:
         )
         from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
 
-        error, cause = self.faults[state_name]
         self.fired.append(state_name)
         raise FailureEventException(
             FailureEvent(
@@ -142,112 +146,6 @@ class FaultInjector:
                 ),
             )
         )
-
-
-class FakeLambdaContext:
-    """The parts of the Lambda context object the handlers (and Powertools) read."""
-
-    def __init__(self, function_name: str, function_arn: str, memory_mb: int, timeout_s: int):
-        self.function_name = function_name
-        self.function_version = "$LATEST"
-        self.invoked_function_arn = function_arn
-        self.memory_limit_in_mb = memory_mb
-        self.aws_request_id = str(uuid.uuid4())
-        self.log_group_name = f"/aws/lambda/{function_name}"
-        self.log_stream_name = "local"
-        self._deadline = time.monotonic() + timeout_s
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._deadline - time.monotonic()) * 1000))
-
-
-_ENVIRONMENT_LOCK = threading.RLock()
-
-
-class _FunctionLogStream(io.TextIOBase):
-    """Where in-process functions print, like Lambda's log stream. Loggers created while a
-    function's module is first imported (Powertools binds sys.stdout then) keep writing here;
-    ``sink`` decides where that goes (the local backend: a log file)."""
-
-    sink: Callable[[str], object] | None = None
-
-    def write(self, text: str) -> int:
-        if self.sink is not None:
-            self.sink(text)
-        else:
-            sys.__stdout__.write(text) if sys.__stdout__ else None
-        return len(text)
-
-    def writable(self) -> bool:
-        return True
-
-
-FUNCTION_LOGS = _FunctionLogStream()
-
-
-@contextlib.contextmanager
-def _function_environment(variables: dict[str, str]) -> Iterator[None]:
-    """The function's environment for the duration of one in-process invocation."""
-    with _ENVIRONMENT_LOCK:
-        saved = dict(os.environ)
-        os.environ.update(variables)
-        os.environ["POWERTOOLS_TRACE_DISABLED"] = "true"
-        try:
-            yield
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
-
-
-def _no_principals(_: str | None) -> contextlib.AbstractContextManager[None]:
-    return contextlib.nullcontext()
-
-
-def _invoke_in_process(
-    backend: Any,
-    function_name: str,
-    qualifier: Any,
-    body: Any,
-    response_headers: dict[str, str],
-    acting_as: Callable[[str | None], contextlib.AbstractContextManager[None]],
-) -> bytes:
-    function = backend.get_function(function_name, qualifier)
-    event = json.loads(body) if body else {}
-    module_name, _, attribute = function.handler.rpartition(".")
-    context = FakeLambdaContext(
-        function.function_name,
-        function.function_arn,
-        int(function.memory_size or 128),
-        int(function.timeout or 3),
-    )
-    region = function.function_arn.split(":")[3]
-    runtime_environment = {
-        # What the Lambda runtime sets for every function.
-        "AWS_REGION": region,
-        "AWS_DEFAULT_REGION": region,
-        "AWS_LAMBDA_FUNCTION_NAME": function.function_name,
-        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(function.memory_size),
-        "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "local"),
-        "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "local"),
-    }
-    with (
-        _function_environment({**runtime_environment, **dict(function.environment_vars or {})}),
-        contextlib.redirect_stdout(FUNCTION_LOGS),
-        contextlib.redirect_stderr(FUNCTION_LOGS),
-        acting_as(function.role),
-    ):
-        try:
-            handler = getattr(importlib.import_module(module_name), attribute)
-            result = handler(event, context)
-        except Exception as error:  # reported to the caller exactly as Lambda does
-            response_headers["x-amz-function-error"] = "Unhandled"
-            payload = {
-                "errorMessage": str(error),
-                "errorType": type(error).__name__,
-                "stackTrace": traceback.format_exception(error)[-5:],
-            }
-            return json.dumps(payload).encode()
-    return json.dumps(result, default=str).encode()
 
 
 def _sagemaker_service(
@@ -276,7 +174,7 @@ def _sagemaker_service(
     from moto.stepfunctions.parser.asl.utils.boto_client import boto_client_for
     from moto.stepfunctions.parser.asl.utils.encoding import to_json_str
 
-    acting_as = principals.acting_as if principals is not None else _no_principals
+    acting_as = principals.acting_as if principals is not None else no_principals
     ending = ("Completed", "Stopped") if stopped_jobs == "succeed" else ("Completed",)
 
     class SageMakerOptimised(StateTaskServiceUnsupported):
@@ -406,7 +304,7 @@ def _task_patches(
     )
 
     original_factory: Callable[[str], Any] = factory.state_task_service_for
-    acting_as = principals.acting_as if principals is not None else _no_principals
+    acting_as = principals.acting_as if principals is not None else no_principals
 
     def state_task_service_for(service_name: str) -> Any:
         if service_name == "sagemaker":
@@ -446,153 +344,6 @@ def _task_patches(
     ]
 
 
-def _lambda_patches(principals: Principals | None) -> list[Patch]:
-    from moto.awslambda_simple.models import LambdaSimpleBackend
-
-    acting_as = principals.acting_as if principals is not None else _no_principals
-
-    def invoke(
-        self: Any,
-        function_name: str,
-        qualifier: Any,
-        body: Any,
-        headers: Any,
-        response_headers: Any,
-    ) -> bytes:
-        return _invoke_in_process(self, function_name, qualifier, body, response_headers, acting_as)
-
-    return [
-        Patch(
-            LambdaSimpleBackend,
-            "invoke",
-            invoke,
-            "Invoke runs the function's handler with its environment and execution role; an "
-            "exception becomes a function error (errorType, errorMessage)",
-        )
-    ]
-
-
-def _endpoint_patches(host: EndpointHost | None, principals: Principals | None) -> list[Patch]:
-    from moto.core.responses import ActionResult
-    from moto.sagemaker import responses as sagemaker_responses
-    from moto.sagemaker.models import FakeEndpointConfig, SageMakerModelBackend
-    from moto.sagemakerruntime.responses import SageMakerRuntimeResponse
-
-    original_create = SageMakerModelBackend.create_endpoint
-    original_delete = SageMakerModelBackend.delete_endpoint
-    acting_as = principals.acting_as if principals is not None else _no_principals
-
-    def validate_instance_type(self: Any, instance_type: str) -> None:
-        # moto's list predates the GPU families the platform serves on; sagemaker_rules checks
-        # instance types against the platform's catalog.
-        if not instance_type.startswith("ml."):
-            raise ValueError(f"invalid instance type {instance_type!r}")
-
-    def serve(backend: Any, endpoint_name: str, endpoint_config_name: str) -> str:
-        config = backend.describe_endpoint_config(endpoint_config_name)
-        if host is None:
-            return "InService"
-        found = backend.describe_model(config["ProductionVariants"][0]["ModelName"])
-        model = {
-            "ModelName": found.model_name,
-            "ExecutionRoleArn": found.execution_role_arn,
-            "PrimaryContainer": found.primary_container,
-        }
-        refused = (
-            principals.on_endpoint(model, {**config, "EndpointName": endpoint_name})
-            if principals is not None
-            else []
-        )
-        if refused:
-            return "Failed"  # the container cannot start: the endpoint fails, as on AWS
-        with acting_as(model["ExecutionRoleArn"]):
-            return host.deploy(endpoint_name, config, model)
-
-    def create_endpoint(
-        self: Any, endpoint_name: str, endpoint_config_name: str, tags: list[dict[str, str]]
-    ) -> Any:
-        endpoint = original_create(self, endpoint_name, endpoint_config_name, tags)
-        endpoint.endpoint_status = serve(self, endpoint_name, endpoint_config_name)
-        return endpoint
-
-    def update_endpoint(self: Any, endpoint_name: str, endpoint_config_name: str) -> Any:
-        endpoint = self.endpoints[endpoint_name]
-        config = self.describe_endpoint_config(endpoint_config_name)
-        status = serve(self, endpoint_name, endpoint_config_name)
-        if status == "InService":
-            endpoint.endpoint_config_name = endpoint_config_name
-            endpoint.production_variants = endpoint._process_production_variants(
-                config["ProductionVariants"]
-            )
-        elif status == "Failed":
-            # A failed update rolls back: the endpoint keeps serving its previous config.
-            status = "InService"
-        endpoint.endpoint_status = status
-        return endpoint
-
-    def delete_endpoint(self: Any, endpoint_name: str) -> None:
-        original_delete(self, endpoint_name)
-        if host is not None:
-            host.delete(endpoint_name)
-
-    def update_endpoint_response(self: Any) -> Any:
-        endpoint = self.sagemaker_backend.update_endpoint(
-            endpoint_name=self._get_param("EndpointName"),
-            endpoint_config_name=self._get_param("EndpointConfigName"),
-        )
-        return ActionResult({"EndpointArn": endpoint.arn})
-
-    def invoke_endpoint(self: Any) -> Any:
-        # moto's backend method never sees the request body; answer at the response layer.
-        endpoint_name = unquote(self.path.split("/")[2])
-        body = self.body if isinstance(self.body, bytes) else str(self.body).encode()
-        if host is None:
-            answer = json.dumps([{"generated_text": "hello"}]).encode()
-        else:
-            answer = host.invoke(endpoint_name, body, self.headers.get("Content-Type", ""))
-        return 200, {"Content-Type": "application/json"}, answer
-
-    return [
-        Patch(
-            FakeEndpointConfig,
-            "validate_instance_type",
-            validate_instance_type,
-            "endpoint configs accept the GPU instance families SageMaker serves on",
-        ),
-        Patch(
-            SageMakerModelBackend,
-            "create_endpoint",
-            create_endpoint,
-            "CreateEndpoint brings the config's model up with the model's role",
-        ),
-        Patch(
-            SageMakerModelBackend,
-            "update_endpoint",
-            update_endpoint,
-            "UpdateEndpoint switches to the new config once it serves; a failed update rolls "
-            "back to the previous config (or ends UpdateRollbackFailed)",
-        ),
-        Patch(
-            SageMakerModelBackend,
-            "delete_endpoint",
-            delete_endpoint,
-            "DeleteEndpoint stops serving",
-        ),
-        Patch(
-            sagemaker_responses.SageMakerResponse,
-            "update_endpoint",
-            update_endpoint_response,
-            "UpdateEndpoint exists",
-        ),
-        Patch(
-            SageMakerRuntimeResponse,
-            "invoke_endpoint",
-            invoke_endpoint,
-            "InvokeEndpoint reaches the model the endpoint serves",
-        ),
-    ]
-
-
 @contextlib.contextmanager
 def patched_moto(
     *,
@@ -603,6 +354,7 @@ def patched_moto(
     faults: FaultInjector | None = None,
     stopped_jobs: Literal["fail", "succeed"] = "succeed",
     retry_time_scale: float = 0.0,
+    endpoint_transition_checks: int = 1,
 ) -> Iterator[None]:
     """Install the patches for the duration of the block (use inside ``mock_aws``).
 
@@ -610,18 +362,22 @@ def patched_moto(
     ``principals`` (the IAM twin) evaluates every call against the caller's policies.
     ``stopped_jobs``: whether ``.sync`` reports a Stopped training job as a success or a task
     failure; the workflow must refuse it either way, so tests run both.
+    ``endpoint_transition_checks``: how many DescribeEndpoint calls see an endpoint Creating or
+    Updating before its outcome.
     """
     sagemaker_service = _sagemaker_service(training_runner, stopped_jobs, principals)
     patches = [
         *_task_patches(sagemaker_service, principals, faults),
-        *_lambda_patches(principals),
-        *_endpoint_patches(endpoint_host, principals),
+        *lambda_patches(principals),
+        *endpoint_patches(endpoint_host, principals, endpoint_transition_checks),
+        *model_registry_patches(),
         *strict_asl_patches(retry_time_scale=retry_time_scale),
         call_checks_patch(
             [
                 check_request_shape,
                 check_sagemaker_request,
                 check_unique_name,
+                check_endpoint_not_in_transition,
                 *([principals.check] if principals is not None else []),
             ]
         ),
@@ -646,8 +402,9 @@ def all_rules() -> list[str]:
         sagemaker_service = _sagemaker_service(None, "succeed", None)
         patches = [
             *_task_patches(sagemaker_service, None, None),
-            *_lambda_patches(None),
-            *_endpoint_patches(None, None),
+            *lambda_patches(None),
+            *endpoint_patches(None, None),
+            *model_registry_patches(),
             *strict_asl_patches(),
             call_checks_patch([]),
         ]

@@ -4,9 +4,17 @@
   (ResourceInUse; until the job is deleted), CreateModel, CreateEndpointConfig and
   CreateEndpoint refuse an existing name (ValidationException "Cannot create already existing
   ..."). moto silently replaces the existing resource.
+  Endpoint names are compared case-insensitively ("The name is case-insensitive in
+  CreateEndpoint").
 - "You can't request a VolumeKmsKeyId when using an instance type with local storage"
-  (CreateTrainingJob ResourceConfig; the same rule for CreateEndpointConfig KmsKeyId): the
-  instance catalog says which types have NVMe instance storage.
+  (CreateTrainingJob ResourceConfig): the instance catalog says which types have NVMe instance
+  storage. (CreateEndpointConfig's KmsKeyId is only documented as not encrypting instance
+  storage, so the twin accepts it.)
+- DeleteEndpoint and UpdateEndpoint are refused while the endpoint is Creating, Updating,
+  SystemUpdating or RollingBack ("Cannot update in-progress endpoint"; an endpoint stuck in
+  Creating can be deleted only once it has Failed).
+- CreateModelPackage: "If you supply ModelPackageGroupName ... you cannot supply a tag
+  argument" (a versioned package takes its group's tags).
 - Managed spot training needs MaxWaitTimeInSeconds, at least MaxRuntimeInSeconds
   (CreateTrainingJob StoppingCondition).
 - Every documented parameter constraint (lengths, patterns, enums, ranges): request_shapes.
@@ -16,7 +24,7 @@ from __future__ import annotations
 
 from finetune.local.call_hook import ApiCall, refusal
 
-__all__ = ["check_sagemaker_request", "check_unique_name"]
+__all__ = ["check_endpoint_not_in_transition", "check_sagemaker_request", "check_unique_name"]
 
 
 def check_sagemaker_request(call: ApiCall) -> None:
@@ -43,15 +51,17 @@ def check_sagemaker_request(call: ApiCall) -> None:
                     "MaxWaitTimeInSeconds must be present and at least MaxRuntimeInSeconds for "
                     "managed spot training.",
                 )
-    elif call.operation == "CreateEndpointConfig" and params.get("KmsKeyId"):
-        for variant in params.get("ProductionVariants", []):
-            if _has_instance_storage(variant.get("InstanceType")):
-                raise refusal(
-                    call,
-                    "ValidationException",
-                    f"KmsKeyId is not supported for instance type {variant['InstanceType']}: "
-                    "its storage volume is NVMe instance storage.",
-                )
+    elif (
+        call.operation == "CreateModelPackage"
+        and params.get("ModelPackageGroupName")
+        and params.get("Tags")
+    ):
+        raise refusal(
+            call,
+            "ValidationException",
+            "Tags cannot be supplied with ModelPackageGroupName: a versioned model package "
+            "uses the tags of its model package group.",
+        )
 
 
 def _has_instance_storage(instance_type: str | None) -> bool:
@@ -112,7 +122,31 @@ def check_unique_name(call: ApiCall) -> None:
     field, registry, code, message = _EXISTING[call.operation]
     name = call.params.get(field)
     backend = sagemaker_backends[DEFAULT_ACCOUNT_ID][call.region]
-    if name in getattr(backend, registry):
+    existing = getattr(backend, registry)
+    if call.operation == "CreateEndpoint" and isinstance(name, str):
+        match = next((known for known in existing if known.lower() == name.lower()), None)
+        name = match if match is not None else name
+    if name in existing:
         kind = _ARN_KIND[call.operation]
         arn = f"arn:aws:sagemaker:{call.region}:{DEFAULT_ACCOUNT_ID}:{kind}/{name}"
         raise refusal(call, code, message.format(arn=arn))
+
+
+_IN_TRANSITION = ("Creating", "Updating", "SystemUpdating", "RollingBack")
+
+
+def check_endpoint_not_in_transition(call: ApiCall) -> None:
+    if call.service != "sagemaker" or call.operation not in ("DeleteEndpoint", "UpdateEndpoint"):
+        return
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.sagemaker.models import sagemaker_backends
+
+    name = call.params.get("EndpointName")
+    endpoint = sagemaker_backends[DEFAULT_ACCOUNT_ID][call.region].endpoints.get(name)
+    if endpoint is not None and endpoint.endpoint_status in _IN_TRANSITION:
+        verb = "delete" if call.operation == "DeleteEndpoint" else "update"
+        raise refusal(
+            call,
+            "ValidationException",
+            f'Cannot {verb} in-progress endpoint "{endpoint.arn}".',
+        )

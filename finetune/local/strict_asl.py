@@ -8,7 +8,9 @@ hides a workflow bug that would end a real execution in an error nobody handles:
   that may be missing - the Choice state documentation guards optional fields with it).
 - ``States.Runtime`` is caught by ``States.ALL`` in moto. AWS: "A States.Runtime error isn't
   retriable, and will always cause the execution to fail. A retry or catch on States.ALL won't
-  catch States.Runtime errors." (Step Functions developer guide, error names).
+  catch States.Runtime errors." (Step Functions developer guide, error names). The same page:
+  States.ALL "can't catch the States.DataLimitExceeded terminal error" (the 256 KiB payload
+  limit); only an ErrorEquals naming it does.
 - SageMaker error names. AWS names errors of the optimised SageMaker integrations
   (``arn:aws:states:::sagemaker:*``) after the AWS SDK for Java v1 exception:
   ``SageMaker.AmazonSageMakerException`` for every unmodeled error (validation, throttling,
@@ -27,7 +29,7 @@ hides a workflow bug that would end a real execution in an error nobody handles:
 
 Missing paths in ``Parameters``, ``ResultSelector``, ``InputPath`` and ``OutputPath``, bad
 intrinsic arguments and the 256 KiB payload limit (``States.DataLimitExceeded``) already raise
-in moto as on AWS; with the rules above they now also escape every Catch, as on AWS.
+in moto as on AWS; with the rules above they now escape the Catches AWS says they escape.
 """
 
 from __future__ import annotations
@@ -38,7 +40,12 @@ from typing import Any
 
 from finetune.local.patching import Patch
 
-__all__ = ["SAGEMAKER_MODELED_ERRORS", "sagemaker_task_failure", "strict_asl_patches"]
+__all__ = [
+    "SAGEMAKER_MODELED_ERRORS",
+    "sagemaker_task_failure",
+    "strict_asl_patches",
+    "transient_error",
+]
 
 #: Errors the SageMaker API models (botocore's service model lists them per operation); every
 #: other error code reaches Step Functions as the SDK's generic service exception.
@@ -48,6 +55,23 @@ SAGEMAKER_MODELED_ERRORS = (
     "ResourceLimitExceeded",
     "ResourceNotFound",
 )
+
+
+def transient_error(resource: str) -> str:
+    """The error name a Task with ``resource`` reports when its service throttles or fails
+    internally - what a Retry must name to survive a busy account."""
+    if ":states:::aws-sdk:" in resource:
+        # ThrottlingException and InternalFailure are unmodeled: <Service>.<Service>Exception.
+        service = resource.split(":states:::aws-sdk:", 1)[1].split(":", 1)[0]
+        name = {"sagemaker": "SageMaker", "sns": "Sns", "s3": "S3"}.get(service, service.title())
+        return f"{name}.{name}Exception"
+    if ":states:::sagemaker:" in resource:
+        return "SageMaker.AmazonSageMakerException"
+    if ":states:::sns:" in resource:
+        return "SNS.ThrottledException"
+    if ":lambda:" in resource:  # Invoke throttled at the function's concurrency
+        return "Lambda.TooManyRequestsException"
+    raise ValueError(f"no transient error known for {resource}")
 
 
 def strict_asl_patches(*, retry_time_scale: float = 0.0) -> list[Patch]:
@@ -67,7 +91,10 @@ def strict_asl_patches(*, retry_time_scale: float = 0.0) -> list[Patch]:
     def error_equals(self: Any, env: Any) -> None:
         error_name = env.stack[-1]
         original_error_equals(self, env)
-        if _is_states_runtime(error_name):
+        data_limit = "States.DataLimitExceeded"
+        named = any(getattr(name, "error_name", None) == data_limit for name in self.error_names)
+        over_limit = getattr(error_name, "error_name", None) == data_limit
+        if _is_states_runtime(error_name) or (over_limit and not named):
             env.stack[-1] = False
 
     def comparison(self: Any, env: Any) -> None:
@@ -108,7 +135,8 @@ def strict_asl_patches(*, retry_time_scale: float = 0.0) -> list[Patch]:
             ErrorEqualsDecl,
             "_eval_body",
             error_equals,
-            "States.Runtime is neither retried nor caught, not even by States.ALL",
+            "States.Runtime is neither retried nor caught, not even by States.ALL; "
+            "States.DataLimitExceeded is caught only by its own name, never by States.ALL",
         ),
         Patch(
             ComparisonVariable,

@@ -21,6 +21,7 @@ from runspec.naming import (
     run_resource_name,
     sagemaker_experiment_name,
 )
+from runspec.objects import read_json_if_exists
 from runspec.request import (
     DeployRequest,
     RunRequest,
@@ -138,10 +139,9 @@ def resolve_deployment(
     ``execution_name`` (default: the name ``start_run`` gives deploy executions)."""
     request = parse_deploy_request(payload)
     key = f"runs/{request.deploy_run}/run.json"
-    try:
-        record = json.loads(s3.get_object(Bucket=settings.artifacts_bucket, Key=key)["Body"].read())
-    except s3.exceptions.NoSuchKey:
-        raise RunRequestError([f"deploy_run: no run {request.deploy_run!r} is recorded"]) from None
+    record = read_json_if_exists(s3, settings.artifacts_bucket, key)
+    if record is None:
+        raise RunRequestError([f"deploy_run: no run {request.deploy_run!r} is recorded"])
     package_arn = next(
         (m["model_package_arn"] for m in record["milestones"] if m.get("model_package_arn")), None
     )
@@ -168,11 +168,11 @@ def resolve_deployment(
         problems.append("deployment.enabled: must be true to deploy")
     if problems:
         raise RunRequestError(problems)
-    container = package["InferenceSpecification"]["Containers"][0]
+    model_artifacts = _recorded_model(record, package, request.deploy_run)
     return run.model_copy(
         update={
             "mode": "deploy",
-            "model_artifacts": container["ModelDataSource"]["S3DataSource"]["S3Uri"],
+            "model_artifacts": model_artifacts,
             "model_package_arn": package_arn,
             "deployment": deployment_plan(
                 deployment,
@@ -184,6 +184,35 @@ def resolve_deployment(
             ),
         }
     )
+
+
+def _recorded_model(record: dict[str, Any], package: Any, run_id: str) -> str:
+    """The model the run trained, from its record (written by the platform only); the package
+    must still point at it. Whoever may approve a package may also update its inference
+    specification (no IAM condition key covers it), so the package alone is not trusted."""
+    trained = next(
+        (
+            m.get("training", {}).get("model_artifacts")
+            for m in record["milestones"]
+            if m.get("milestone") == "trained"
+        ),
+        None,
+    )
+    if not trained:
+        raise RunRequestError([f"deploy_run: run {run_id!r} recorded no trained model"])
+    containers = package.get("InferenceSpecification", {}).get("Containers", [])
+    packaged = {
+        c.get("ModelDataSource", {}).get("S3DataSource", {}).get("S3Uri") for c in containers
+    }
+    if packaged != {trained}:
+        raise RunRequestError(
+            [
+                f"deploy_run: the model package of run {run_id!r} no longer points at the model "
+                f"the run trained ({trained}; the package names {sorted(map(str, packaged))}); "
+                "it was changed after registration"
+            ]
+        )
+    return str(trained)
 
 
 def deploy_execution_name(request: DeployRequest) -> str:

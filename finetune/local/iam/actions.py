@@ -39,6 +39,9 @@ class Env(Protocol):
     def next_model_package_version(self, group: str) -> int:
         """The version a CreateModelPackage into ``group`` gets."""
 
+    def topic_key(self, topic_arn: str) -> str | None:
+        """The KMS key an SNS topic encrypts messages with (server-side encryption), if any."""
+
 
 def authorizations(
     env: Env, service: str, operation: str, params: dict[str, Any]
@@ -281,7 +284,21 @@ def _ecr(env: Env, operation: str, p: dict[str, Any]) -> list[AccessRequest]:
 
 def _sns(env: Env, operation: str, p: dict[str, Any]) -> list[AccessRequest]:
     if operation == "Publish":
-        return [AccessRequest("sns:Publish", p["TopicArn"])]
+        publish = [AccessRequest("sns:Publish", p["TopicArn"])]
+        key_arn = env.topic_key(p["TopicArn"])
+        if key_arn is None:
+            return publish
+        # SNS developer guide (encrypted topics): the publisher needs kms:GenerateDataKey* and
+        # kms:Decrypt on the topic's key, which SNS calls with the publisher's credentials.
+        via_sns = {
+            "kms:ViaService": f"sns.{env.region}.amazonaws.com",
+            "kms:CallerAccount": env.account,
+        }
+        return [
+            *publish,
+            AccessRequest("kms:GenerateDataKey", key_arn, via_sns),
+            AccessRequest("kms:Decrypt", key_arn, via_sns),
+        ]
     raise UnmappedCallError(f"sns:{operation}")
 
 

@@ -192,6 +192,9 @@ class IamTwin:
     def bucket_key(self, bucket: str) -> str | None:
         return self.policies.bucket_keys.get(bucket)
 
+    def topic_key(self, topic_arn: str) -> str | None:
+        return self.policies.topic_keys.get(topic_arn)
+
     def next_model_package_version(self, group: str) -> int:
         from moto.core import DEFAULT_ACCOUNT_ID
         from moto.sagemaker.models import sagemaker_backends
@@ -257,13 +260,16 @@ class IamTwin:
 
     def _missing_object_is_forbidden(self, principal: str, call: ApiCall) -> None:
         """S3: "If you don't have the s3:ListBucket permission, Amazon S3 returns an HTTP status
-        code 403 Access Denied error" for a key that does not exist (GetObject, HeadObject)."""
+        code 403 Access Denied error" for a key that does not exist (GetObject, HeadObject).
+
+        AWS does not say which condition context that implicit check carries: the twin offers
+        none, so only an unconditioned s3:ListBucket grant turns the 403 into a 404. Code that
+        must tell a missing object apart lists the key as a prefix (ListObjectsV2, whose
+        s3:prefix is documented) instead of relying on NoSuchKey."""
         bucket, key = call.params["Bucket"], call.params["Key"]
         if _object_exists(bucket, key):
             return
-        listing = AccessRequest(
-            "s3:ListBucket", f"arn:{self.partition}:s3:::{bucket}", {"s3:prefix": key}
-        )
+        listing = AccessRequest("s3:ListBucket", f"arn:{self.partition}:s3:::{bucket}", {})
         if self._decide(principal, listing, f"{call.service}:{call.operation}") is not None:
             self.denials.pop()  # not a refusal of its own: the 403 below is the answer
             raise refusal(call, "AccessDenied", "Access Denied", status=403)
