@@ -296,13 +296,18 @@ class StudioExecutionRole(Construct):
                 conditions={"Null": {"sagemaker:CustomerMetadataPropertiesToRemove": "false"}},
             )
         )
+        # One Deny per key (conditions in one statement are ANDed), in a policy of their own:
+        # with the task metrics they outgrow the 6,144 characters IAM allows a managed policy
+        # beside the grants. Resource "*": a Deny may be broader than the Allow it guards, and
+        # the shorter statements leave room for more keys.
+        guard = self._policy("PackageMetadataGuard")
         for key in PACKAGE_METADATA_KEYS:
-            models.add_statements(
+            guard.add_statements(
                 iam.PolicyStatement(
                     sid=f"NeverRewrite{key.title().replace('_', '')}",
                     effect=iam.Effect.DENY,
                     actions=["sagemaker:UpdateModelPackage"],
-                    resources=[arns.packages],
+                    resources=["*"],
                     conditions={"Null": {f"sagemaker:CustomerMetadataProperties/{key}": "false"}},
                 )
             )

@@ -175,7 +175,11 @@ CHAT = [
 
 
 def _workflow(
-    synthesized: Synthesized, *, stopped_jobs: str = "succeed", **overrides: str
+    synthesized: Synthesized,
+    *,
+    stopped_jobs: str = "succeed",
+    transition_checks: int = 1,
+    **overrides: str,
 ) -> Iterator[Workflow]:
     training = ScriptedTraining()
     endpoints = ScriptedEndpoints()
@@ -189,6 +193,7 @@ def _workflow(
             faults=faults,
             principals=iam,
             stopped_jobs=stopped_jobs,  # type: ignore[arg-type]
+            endpoint_transition_checks=transition_checks,
         ),
     ):
         platform = deploy_platform(
@@ -220,6 +225,17 @@ def report_coverage(iam: IamTwin) -> None:
 def workflow(local_templates: Synthesized) -> Iterator[Workflow]:
     """The local platform: models are approved on registration."""
     yield from _workflow(local_templates)
+
+
+@pytest.fixture
+def slow_endpoints(
+    local_templates: Synthesized, request: pytest.FixtureRequest
+) -> Iterator[Workflow]:
+    """Endpoints stay Creating/Updating for ``request.param`` checks; the workflow gives up after
+    two (FT_ENDPOINT_MAX_POLLS=2)."""
+    yield from _workflow(
+        local_templates, transition_checks=request.param, FT_ENDPOINT_MAX_POLLS="2"
+    )
 
 
 @pytest.fixture

@@ -167,7 +167,21 @@ def test_endpoint_wait_is_bounded_and_failures_roll_back(
     assert waited["Choices"][0]["NumericGreaterThanEqualsPath"] == "$.run.deployment.max_polls"
     assert waited["Default"] == "Wait for endpoint"
     assert states["Count wait"]["Parameters"] == {"value.$": "States.MathAdd($.endpoint.polls, 1)"}
-    assert states["Smoke test endpoint"]["Catch"][0]["Next"] == "Previous config to restore?"
+    # A rollback first waits until the endpoint has left Creating/Updating (SageMaker refuses
+    # DeleteEndpoint and UpdateEndpoint meanwhile), bounded like the deployment wait.
+    assert states["Smoke test endpoint"]["Catch"][0]["Next"] == "Start rollback wait counter"
+    assert states["Endpoint wait timed out"]["Next"] == "Start rollback wait counter"
+    settled = states["Endpoint settled?"]
+    assert {c["StringEquals"] for c in settled["Choices"][0]["Or"]} == {
+        "Creating",
+        "Updating",
+        "SystemUpdating",
+        "RollingBack",
+    }
+    assert settled["Default"] == "Previous config to restore?"
+    too_long = states["Waited too long to roll back?"]["Choices"][0]
+    assert too_long["NumericGreaterThanEqualsPath"] == "$.run.deployment.max_polls"
+    assert too_long["Next"] == "Rollback blocked"
     rollback = states["Previous config to restore?"]
     assert rollback["Choices"] == [
         {
@@ -182,11 +196,50 @@ def test_endpoint_wait_is_bounded_and_failures_roll_back(
     assert restore["Parameters"]["EndpointConfigName.$"] == "$.endpoint.rollback.previous_config"
     assert restore["Next"] == "Start restore wait counter"
     verdict = states["Restored endpoint in service?"]
-    assert verdict["Choices"][0]["Next"] == "Previous config serves again"
+    assert verdict["Choices"][3]["Next"] == "Previous config serves again"
     # Terminal statuses end the wait at once; anything else is polled again.
-    unusable = states["Endpoint in service?"]["Choices"][3]
-    assert unusable["Next"] == "Endpoint unusable"
-    assert {c["StringEquals"] for c in unusable["Or"]} == {"UpdateRollbackFailed", "Deleting"}
+    choices = states["Endpoint in service?"]["Choices"]
+    assert choices[0] == {
+        "Variable": "$.endpoint.status.EndpointStatus",
+        "StringEquals": "Failed",
+        "Next": "Endpoint failed",
+    }
+    assert choices[1]["Next"] == "Endpoint unusable"
+    assert {c["StringEquals"] for c in choices[1]["Or"]} == {"UpdateRollbackFailed", "Deleting"}
+    # The config name is compared only after a rule that takes the missing-name case.
+    assert choices[2]["Not"] == {
+        "Variable": "$.endpoint.status.EndpointConfigName",
+        "IsPresent": True,
+    }
+    assert choices[3]["Next"] == "Smoke test endpoint"
+
+
+def _rules(rule: dict[str, Any]) -> list[dict[str, Any]]:
+    nested = [*rule.get("And", []), *rule.get("Or", []), *([rule["Not"]] if "Not" in rule else [])]
+    return [rule, *(r for n in nested for r in _rules(n))]
+
+
+def test_no_choice_relies_on_and_stopping_early(states: dict[str, dict[str, Any]]) -> None:
+    """AWS does not document that ``And`` stops at its first false operand: an optional field is
+    tested in an earlier rule (rules are tried in order), never beside its comparison."""
+    for name, state in states.items():
+        for choice in state.get("Choices", []):
+            for rule in _rules(choice):
+                for operand in rule.get("And", []):
+                    assert "IsPresent" not in operand, name
+
+
+def test_sagemaker_calls_use_the_sdk_integration(states: dict[str, dict[str, Any]]) -> None:
+    """The optimised integrations validate against Step Functions' own schema, which may lag the
+    API: only training, which needs ``.sync``, uses one."""
+    resources = {
+        name: state["Resource"]
+        for name, state in states.items()
+        if state["Type"] == "Task" and ":sagemaker:" in state["Resource"]
+    }
+    optimised = {name for name, r in resources.items() if ":states:::sagemaker:" in r}
+    assert optimised == {"Train model"}
+    assert len(resources) >= 10
 
 
 def test_model_is_served_network_isolated_in_the_vpc(states: dict[str, dict[str, Any]]) -> None:
@@ -199,5 +252,8 @@ def test_model_is_served_network_isolated_in_the_vpc(states: dict[str, dict[str,
     config = states["Create endpoint config"]["Parameters"]
     assert config["DataCaptureConfig"]["KmsKeyId"].startswith("<")
     register = states["Register model"]["Parameters"]
-    assert register["ClientToken.$"] == "$.run.training_job_name"
+    # At most 36 of [a-zA-Z0-9-] (the API): a hash of the job name, which reaches 63.
+    assert register["ClientToken.$"] == "States.Hash($.run.training_job_name, 'MD5')"
+    assert "Tags.$" not in register
+    assert "Tags" not in register
     assert register["SecurityConfig"]["KmsKeyId"].startswith("<")

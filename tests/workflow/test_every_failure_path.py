@@ -18,6 +18,7 @@ import pytest
 
 from finetune.local.cfn import Intrinsics
 from finetune.local.executions import ExecutionResult
+from finetune.local.strict_asl import transient_error
 from tests.infra.synth import Synthesized
 from tests.report import report
 from tests.workflow.conftest import Workflow
@@ -113,6 +114,9 @@ SCENARIOS: dict[str, Scenario] = {
     "Delete failed endpoint": Scenario(
         _new_endpoint, _new_endpoint_fails, endpoint="llmft-local-new"
     ),
+    "Check endpoint before rollback": Scenario(
+        _new_endpoint, _new_endpoint_fails, endpoint="llmft-local-new"
+    ),
     "Record gate rejection": Scenario(_rejected),
     "Notify gate rejection": Scenario(_rejected),
     "Record failure": Scenario(_new_endpoint, _training_fails, expect_record=False),
@@ -121,7 +125,7 @@ SCENARIOS: dict[str, Scenario] = {
 }
 
 
-def task_states(synthesized: Synthesized) -> list[str]:
+def task_resources(synthesized: Synthesized) -> dict[str, str]:
     intrinsics = Intrinsics(synthesized.templates)
     intrinsics.attribute_fallback = lambda stack, logical, attribute: f"<{logical}.{attribute}>"
     for stack, template in synthesized.templates.items():
@@ -129,7 +133,11 @@ def task_states(synthesized: Synthesized) -> list[str]:
             intrinsics.physical[(stack, logical_id)] = f"<{logical_id}>"
     (machine,) = intrinsics.logical_ids("Workflow", "AWS::StepFunctions::StateMachine")
     states = json.loads(intrinsics.properties("Workflow", machine)["DefinitionString"])["States"]
-    return sorted(name for name, state in states.items() if state["Type"] == "Task")
+    return {name: state["Resource"] for name, state in states.items() if state["Type"] == "Task"}
+
+
+def task_states(synthesized: Synthesized) -> list[str]:
+    return sorted(task_resources(synthesized))
 
 
 #: States of a rollback: a fault there comes on top of the failure being rolled back.
@@ -137,6 +145,7 @@ ROLLBACK_STATES = (
     "Restore previous endpoint config",
     "Check restored endpoint",
     "Delete failed endpoint",
+    "Check endpoint before rollback",
 )
 
 
@@ -169,10 +178,10 @@ def assert_handled(flow: Workflow, result: ExecutionResult, state: str, scenario
         return
     sagemaker = flow.client("sagemaker")
     endpoints = {e["EndpointName"]: e for e in sagemaker.list_endpoints()["Endpoints"]}
-    if state == "Delete failed endpoint":
+    if state in ("Delete failed endpoint", "Check endpoint before rollback"):
         return  # it could not be deleted: the record says so (above)
     if scenario.endpoint_existed:
-        endpoint = sagemaker.describe_endpoint(EndpointName=scenario.endpoint)
+        endpoint = _settled(sagemaker, scenario.endpoint)
         assert endpoint["EndpointStatus"] == "InService", state
         if state not in ("Restore previous endpoint config", "Check restored endpoint"):
             assert endpoint["EndpointConfigName"].startswith("llmft-local-base-"), state
@@ -180,6 +189,40 @@ def assert_handled(flow: Workflow, result: ExecutionResult, state: str, scenario
         assert endpoints[scenario.endpoint]["EndpointStatus"] == "InService", state
     else:
         assert scenario.endpoint not in endpoints, f"{state}: {scenario.endpoint} left behind"
+
+
+def test_every_task_retries_what_its_service_reports_when_busy(
+    workflow: Workflow, local_templates: Synthesized
+) -> None:
+    """Each Task of a deploying run fails once with the error its integration reports for
+    throttling or an internal error (the twin's naming, not the workflow's retry lists): the
+    run still succeeds, so every Retry names what AWS actually reports."""
+    machine = workflow.client("stepfunctions").describe_state_machine(
+        stateMachineArn=workflow.platform.state_machine_arn
+    )
+    states = json.loads(machine["definition"])["States"]
+    resources = {name: s["Resource"] for name, s in states.items() if s["Type"] == "Task"}
+    assert sorted(resources) == task_states(local_templates)
+    for name, resource in resources.items():
+        workflow.faults.transient[name] = (transient_error(resource), "Rate exceeded")
+
+    result = workflow.run(_new_endpoint(workflow))
+
+    assert result.status == "SUCCEEDED", f"{result.error}: {result.cause}"
+    retried = sorted(set(workflow.faults.fired))
+    happy_path_tasks = sorted({s for s in result.states if s in resources})
+    assert retried == happy_path_tasks
+    report("failure walk", f"{len(retried)} Task states retried a throttled call and went on")
+
+
+def _settled(sagemaker: Any, name: str) -> dict[str, Any]:
+    """The endpoint once out of Creating/Updating (a restore the run started goes on after the
+    run ended, as on SageMaker)."""
+    for _ in range(5):
+        endpoint: dict[str, Any] = sagemaker.describe_endpoint(EndpointName=name)
+        if endpoint["EndpointStatus"] not in ("Creating", "Updating"):
+            return endpoint
+    raise AssertionError(f"{name} never settled")
 
 
 @pytest.mark.parametrize("state", sorted(SCENARIOS))

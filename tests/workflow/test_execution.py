@@ -32,6 +32,13 @@ HAPPY_PATH = [
     "Wait for endpoint",
     "Check endpoint status",
     "Endpoint in service?",
+    # SageMaker reports Creating for a while (the twin: one check): the bounded loop waits.
+    "Count wait",
+    "Store wait count",
+    "Waited too long?",
+    "Wait for endpoint",
+    "Check endpoint status",
+    "Endpoint in service?",
     "Smoke test endpoint",
     "Record deployment",
     "Record completion",
@@ -244,13 +251,21 @@ def test_failed_smoke_test_on_an_update_restores_and_waits_for_the_previous_conf
     assert result.status == "FAILED"
     assert result.error == "SmokeTestFailed"
     restore = result.states.index("Restore previous endpoint config")
-    assert result.states[restore + 1 : restore + 6] == [
+    # The endpoint had settled (smoke tests run on an endpoint in service): restored at once.
+    assert result.states[restore - 4 : restore] == [
+        "Start rollback wait counter",
+        "Check endpoint before rollback",
+        "Endpoint settled?",
+        "Previous config to restore?",
+    ]
+    # Updating (one check in the twin), then in service on the previous config.
+    assert result.states[restore + 1 : restore + 5] == [
         "Start restore wait counter",
         "Wait for restored endpoint",
         "Check restored endpoint",
         "Restored endpoint in service?",
-        "Previous config serves again",
     ]
+    assert "Previous config serves again" in result.states[restore:]
     assert workflow.endpoints.serving["llmft-local-chat"] == previous_config
     record = run_record(workflow, "v2")
     error = record["milestones"][-1]["error"]
@@ -294,6 +309,41 @@ def test_failed_new_endpoint_is_deleted_recorded_and_notified(workflow: Workflow
     assert "EndpointFailed" in notifications(workflow)[-1]
 
 
+@pytest.mark.parametrize("slow_endpoints", [3], indirect=True)
+def test_a_wait_that_times_out_deletes_the_endpoint_once_it_has_settled(
+    slow_endpoints: Workflow,
+) -> None:
+    """SageMaker refuses to delete an endpoint still Creating: the rollback waits for it."""
+    flow = slow_endpoints
+    result = flow.run(
+        flow.base_request(run_name="slow", deployment={"enabled": True, "endpoint_name": "slow"})
+    )
+
+    assert result.error == "EndpointWaitTimedOut"
+    timed_out = result.states.index("Endpoint wait timed out")
+    assert result.states[timed_out + 1 :].count("Check endpoint before rollback") == 2
+    assert "Failed endpoint deleted" in result.states
+    assert flow.endpoints.deleted == ["llmft-local-slow"]
+    record = run_record(flow, "slow")
+    assert record["milestones"][-1]["error"]["rollback"] == {"outcome": "deleted"}
+
+
+@pytest.mark.parametrize("slow_endpoints", [10], indirect=True)
+def test_an_endpoint_that_never_settles_is_reported_for_a_person(slow_endpoints: Workflow) -> None:
+    flow = slow_endpoints
+    result = flow.run(
+        flow.base_request(run_name="stuck", deployment={"enabled": True, "endpoint_name": "stuck"})
+    )
+
+    assert result.error == "EndpointWaitTimedOut"
+    assert "Rollback blocked" in result.states
+    assert "Delete failed endpoint" not in result.states  # SageMaker would refuse it
+    rollback = run_record(flow, "stuck")["milestones"][-1]["error"]["rollback"]
+    assert rollback["outcome"] == "endpoint still in transition: roll it back by hand"
+    assert rollback["status"] == "Creating"
+    assert "EndpointWaitTimedOut" in notifications(flow)[-1]
+
+
 def test_update_rollback_failure_stops_waiting_at_once(workflow: Workflow) -> None:
     deployment = {"enabled": True, "endpoint_name": "chat"}
     assert workflow.run(workflow.base_request(run_name="v1", deployment=deployment)).status == (
@@ -304,7 +354,9 @@ def test_update_rollback_failure_stops_waiting_at_once(workflow: Workflow) -> No
     result = workflow.run(workflow.base_request(run_name="v2", deployment=deployment))
 
     assert result.error == "EndpointUnusable"
-    assert result.states.count("Check endpoint status") == 1
+    # One check sees Updating, the next the outcome: no wait after it.
+    assert result.states.count("Check endpoint status") == 2
+    assert result.states[result.states.index("Endpoint unusable") - 1] == "Endpoint in service?"
     assert "UpdateRollbackFailed" in (result.cause or "")
 
 
@@ -402,8 +454,41 @@ def test_pending_model_deploys_after_approval_with_a_deploy_request(
     assert refused.error == "RunRequestInvalid"
     assert "is PendingManualApproval; approve it first" in refused.cause_json()["errorMessage"]
 
-    flow.client("sagemaker").update_model_package(
-        ModelPackageArn=package["ModelPackageArn"], ModelApprovalStatus="Approved"
+    # The approver may also rewrite the package's inference specification (no IAM condition
+    # key covers it): a package pointed at another folder is not deployed.
+    sagemaker = flow.client("sagemaker")
+    specification = sagemaker.describe_model_package(ModelPackageName=package["ModelPackageArn"])[
+        "InferenceSpecification"
+    ]
+    trained_source = specification["Containers"][0]["ModelDataSource"]["S3DataSource"]["S3Uri"]
+    repointed = {
+        **specification,
+        "Containers": [
+            {
+                **specification["Containers"][0],
+                "ModelDataSource": {
+                    "S3DataSource": {
+                        "S3Uri": trained_source.replace("reviewed-run", "other-run"),
+                        "S3DataType": "S3Prefix",
+                        "CompressionType": "None",
+                    }
+                },
+            }
+        ],
+    }
+    sagemaker.update_model_package(
+        ModelPackageArn=package["ModelPackageArn"],
+        ModelApprovalStatus="Approved",
+        InferenceSpecification=repointed,
+    )
+    tampered = flow.run({"deploy_run": "reviewed-run"})
+    assert tampered.error == "RunRequestInvalid"
+    assert (
+        "no longer points at the model the run trained" in (tampered.cause_json()["errorMessage"])
+    )
+
+    sagemaker.update_model_package(
+        ModelPackageArn=package["ModelPackageArn"], InferenceSpecification=specification
     )
     deployed = flow.run({"deploy_run": "reviewed-run"})
 

@@ -11,6 +11,7 @@ import copy
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from finetune.local.iam.policy import AccessRequest, Principal, UnsupportedPolicyError, evaluate
 from finetune.local.iam.twin import IamTwin
@@ -170,7 +171,16 @@ def test_failed_run_alarms_can_notify_the_encrypted_topic(workflow: Workflow) ->
 
 
 def test_an_unknown_run_to_deploy_is_named_not_forbidden(workflow: Workflow) -> None:
-    """Without s3:ListBucket, GetObject of a missing key is AccessDenied (403), not NoSuchKey."""
+    """GetObject of a missing key is AccessDenied (403), not NoSuchKey, unless the caller holds
+    s3:ListBucket - with which condition context AWS does not say, so the twin offers none and
+    the prefix-scoped grants do not turn it into a 404. The launch function lists the key."""
+    launch = role_arn(workflow, "Workflow", "LaunchRun")
+    with workflow.iam.acting_as(launch), pytest.raises(ClientError) as missing:
+        workflow.client("s3").get_object(
+            Bucket=workflow.platform.artifacts_bucket, Key="runs/no-such-run/run.json"
+        )
+    assert missing.value.response["Error"]["Code"] == "AccessDenied"
+
     result = workflow.run({"deploy_run": "no-such-run"})
     assert result.error == "RunRequestInvalid"
     assert "deploy_run: no run 'no-such-run' is recorded" in result.cause_json()["errorMessage"]
@@ -332,9 +342,13 @@ MISSING_BEFORE = [
      "arn:aws:cloudformation:us-east-1:{account}:stack/llmft-local-workflow/*", {}),
     ("Studio", "ExecutionRole", "lambda:GetFunctionConfiguration",
      "arn:aws:lambda:us-east-1:{account}:function:llmft-local-launch-run", {}),
-    # A missing run record must be a 404 to the launch function, which needs ListBucket.
+    # The launch function tells a missing run record by listing its key as a prefix (a GetObject
+    # 404 would need ListBucket with a context AWS does not document: runspec.objects).
     ("Workflow", "LaunchRun", "s3:ListBucket", "arn:aws:s3:::{artifacts}",
      {"s3:prefix": "runs/unknown/run.json"}),
+    # Publishing to the encrypted topic: SNS uses the key with the publisher's credentials.
+    ("Workflow", "WorkflowRole", "kms:GenerateDataKey", "{key}",
+     {"kms:ViaService": "sns.us-east-1.amazonaws.com", "kms:CallerAccount": "{account}"}),
 ]  # fmt: skip
 
 
@@ -345,10 +359,13 @@ def test_grants_the_twin_found_missing(
     (mlflow_app,) = workflow.platform.intrinsics.logical_ids(
         "Tracking", "AWS::SageMaker::MlflowApp"
     )
+    (key,) = workflow.platform.intrinsics.logical_ids("Data", "AWS::KMS::Key")
     values = {
         "account": ACCOUNT,
         "artifacts": workflow.platform.artifacts_bucket,
         "mlflow": workflow.platform.intrinsics.attribute[("Tracking", mlflow_app, "Arn")],
+        "key": workflow.platform.intrinsics.attribute[("Data", key, "Arn")],
     }
     principal = role_arn(workflow, stack, role)
+    context = {name: str(value).format(**values) for name, value in context.items()}
     assert decide(workflow, principal, action, resource.format(**values), **context)

@@ -177,6 +177,100 @@ def test_sagemaker_names_are_unique(aws: None) -> None:
     )
 
 
+def test_endpoint_and_config_names_are_unique(aws: None) -> None:
+    sagemaker = boto3.client("sagemaker", region_name=REGION)
+    sagemaker.create_model(
+        ModelName="m",
+        ExecutionRoleArn="arn:aws:iam::123456789012:role/model",
+        PrimaryContainer={"Image": "x"},
+    )
+    config = {
+        "EndpointConfigName": "c",
+        "ProductionVariants": [
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": "m",
+                "InstanceType": "ml.g5.2xlarge",
+                "InitialInstanceCount": 1,
+            }
+        ],
+    }
+    sagemaker.create_endpoint_config(**config)
+    assert "Cannot create already existing endpoint configuration" in _refused(
+        sagemaker.create_endpoint_config, **config
+    )
+    sagemaker.create_endpoint(EndpointName="Chat", EndpointConfigName="c")
+    # "The name is case-insensitive in CreateEndpoint" (API reference).
+    assert "Cannot create already existing endpoint" in _refused(
+        sagemaker.create_endpoint, EndpointName="chat", EndpointConfigName="c"
+    )
+
+
+def test_an_endpoint_in_transition_can_be_neither_deleted_nor_updated(aws: None) -> None:
+    sagemaker = boto3.client("sagemaker", region_name=REGION)
+    test_endpoint_and_config_names_are_unique(aws)
+    # The twin reports Creating for one DescribeEndpoint, as SageMaker does for minutes.
+    assert sagemaker.describe_endpoint(EndpointName="Chat")["EndpointStatus"] == "Creating"
+    assert "Cannot delete in-progress endpoint" in _refused(
+        sagemaker.delete_endpoint, EndpointName="Chat"
+    )
+    assert "Cannot update in-progress endpoint" in _refused(
+        sagemaker.update_endpoint, EndpointName="Chat", EndpointConfigName="c"
+    )
+    assert sagemaker.describe_endpoint(EndpointName="Chat")["EndpointStatus"] == "InService"
+    sagemaker.update_endpoint(EndpointName="Chat", EndpointConfigName="c")
+    assert sagemaker.describe_endpoint(EndpointName="Chat")["EndpointStatus"] == "Updating"
+    assert sagemaker.describe_endpoint(EndpointName="Chat")["EndpointStatus"] == "InService"
+    sagemaker.delete_endpoint(EndpointName="Chat")
+
+
+def test_a_versioned_model_package_takes_no_tags(aws: None) -> None:
+    sagemaker = boto3.client("sagemaker", region_name=REGION)
+    sagemaker.create_model_package_group(ModelPackageGroupName="g")
+    package = {
+        "ModelPackageGroupName": "g",
+        "InferenceSpecification": {
+            "Containers": [{"Image": "x"}],
+            "SupportedContentTypes": ["application/json"],
+            "SupportedResponseMIMETypes": ["application/json"],
+        },
+    }
+    assert "Tags cannot be supplied with ModelPackageGroupName" in _refused(
+        sagemaker.create_model_package, **package, Tags=[{"Key": "k", "Value": "v"}]
+    )
+    sagemaker.create_model_package(**package)
+
+
+def test_the_payload_limit_escapes_states_all_but_not_its_own_name(aws: None) -> None:
+    s3 = boto3.client("s3", region_name=REGION)
+    s3.create_bucket(Bucket="big")
+    for index in range(300):  # 300 keys of 1,000 characters: a listing over 256 KiB
+        s3.put_object(Bucket="big", Key=f"{index:04d}" + "k" * 996, Body=b"")
+
+    def over_limit(catch: str) -> ExecutionResult:
+        # The task's result is over 256 KiB: States.DataLimitExceeded.
+        return execute(
+            {
+                "StartAt": "Task",
+                "States": {
+                    "Task": {
+                        "Type": "Task",
+                        "Resource": "arn:aws:states:::aws-sdk:s3:listObjectsV2",
+                        "Parameters": {"Bucket": "big"},
+                        "Catch": [{"ErrorEquals": [catch], "Next": "Caught"}],
+                        "End": True,
+                    },
+                    "Caught": CAUGHT,
+                },
+            }
+        )
+
+    escaped = over_limit("States.ALL")
+    assert escaped.status == "FAILED"
+    assert escaped.error == "States.DataLimitExceeded"
+    assert over_limit("States.DataLimitExceeded").status == "SUCCEEDED"
+
+
 def test_no_volume_key_for_instances_with_local_storage(aws: None) -> None:
     sagemaker = boto3.client("sagemaker", region_name=REGION)
     nvme = {"InstanceType": "ml.g5.2xlarge", "InstanceCount": 1, "VolumeSizeInGB": 50}

@@ -4,33 +4,38 @@ config, smoke-test it, record it; roll back on any failure so that nothing is le
 Rollback: a new endpoint is deleted (it never served anyone and would bill by the hour); an
 updated endpoint is put back on the config it served before and watched until it serves it again.
 Either way the run then takes the failure path with the original error, the rollback's outcome
-added as ``$.error.rollback``.
+added as ``$.error.rollback``. A rollback first waits (bounded) until the endpoint has left
+Creating/Updating: SageMaker refuses to delete or update an endpoint in transition.
+
+Every SageMaker call here uses the AWS SDK integration (``aws-sdk:sagemaker:*``), whose input is
+the SageMaker API model: the optimised integrations validate against Step Functions' own schema,
+which may lag the API (fields it does not know fail deployment, or fail the run with an
+uncatchable States.Runtime when passed through a ``.$`` object). Only training keeps the
+optimised ``createTrainingJob.sync``, the one with no SDK equivalent.
+
+Choice rules never rely on ``And`` stopping early (AWS does not document it): a rule that reads
+an optional field comes after a rule that matches when the field is missing.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from stacks.components.workflow.endpoint_watch import DEPLOYMENT, Watch, endpoint_watch
 from stacks.components.workflow.registration import model_data_source
+from stacks.components.workflow.rollback import rollback as build_rollback
 from stacks.components.workflow.steps import (
     WorkflowResources,
     catch,
     lambda_step,
     sagemaker_sdk_step,
-    sagemaker_step,
 )
 
 Condition = sfn.Condition
 JsonPath = sfn.JsonPath
 
 __all__ = ["deploy"]
-
-DEPLOYMENT = "$.run.deployment"
-#: DescribeEndpoint statuses after which waiting longer cannot help.
-_UNUSABLE = ("UpdateRollbackFailed", "Deleting")
 
 
 def deploy(
@@ -40,7 +45,7 @@ def deploy(
     then: sfn.IChainable,
     on_failure: sfn.IChainable,
 ) -> sfn.IChainable:
-    create_model = sagemaker_step(
+    create_model = sagemaker_sdk_step(
         scope,
         "Create model",
         "createModel",
@@ -62,7 +67,7 @@ def deploy(
         comment="A SageMaker model: the serving container with the merged model, "
         "network-isolated, in the platform VPC; its name is unique to this deployment.",
     )
-    create_config = sagemaker_step(
+    create_config = sagemaker_sdk_step(
         scope,
         "Create endpoint config",
         "createEndpointConfig",
@@ -79,8 +84,8 @@ def deploy(
                 }
             ],
             # No KmsKeyId for the storage volume: GPU instances (g5, g6, p4d...) serve from
-            # NVMe instance storage, which is hardware-encrypted and for which SageMaker
-            # rejects a KMS key. Captured data is encrypted with the platform key.
+            # NVMe instance storage, which is hardware-encrypted and which the key would not
+            # encrypt (API reference). Captured data is encrypted with the platform key.
             "DataCaptureConfig": {
                 "EnableCapture": True,
                 "InitialSamplingPercentage": 100,
@@ -111,7 +116,7 @@ def _create_or_update(
         comment="Does the endpoint exist? Then it is updated and can be rolled back.",
         result_path="$.endpoint.current",
     )
-    create_endpoint = sagemaker_step(
+    create_endpoint = sagemaker_sdk_step(
         scope,
         "Create endpoint",
         "createEndpoint",
@@ -122,7 +127,7 @@ def _create_or_update(
         },
         comment="A new endpoint: on failure it is deleted again.",
     )
-    update_endpoint = sagemaker_step(
+    update_endpoint = sagemaker_sdk_step(
         scope,
         "Update endpoint",
         "updateEndpoint",
@@ -144,13 +149,11 @@ def _create_or_update(
     lookup_failed.next(on_failure)
     # DescribeEndpoint reports a missing endpoint as a ValidationException whose message says
     # "Could not find endpoint"; every other error is a real failure.
-    missing = Condition.and_(
-        Condition.is_present("$.endpoint.lookup.Cause"),
-        Condition.string_matches("$.endpoint.lookup.Cause", "*Could not find endpoint*"),
-    )
+    cause = "$.endpoint.lookup.Cause"
     endpoint_missing = (
         sfn.Choice(scope, "Endpoint missing?")
-        .when(missing, create_endpoint)
+        .when(Condition.not_(Condition.is_present(cause)), lookup_failed)
+        .when(Condition.string_matches(cause, "*Could not find endpoint*"), create_endpoint)
         .otherwise(lookup_failed)
     )
     find_current.add_catch(endpoint_missing, errors=["States.ALL"], result_path="$.endpoint.lookup")
@@ -182,13 +185,16 @@ def _create_or_update(
     not_updatable.next(on_failure)
     create_endpoint.next(delete_on_rollback).next(wait)
     update_endpoint.next(restore_on_rollback).next(wait)
-    updatable = Condition.and_(
-        Condition.string_equals("$.endpoint.current.EndpointStatus", "InService"),
-        Condition.is_present("$.endpoint.current.EndpointConfigName"),
-    )
     ready = (
         sfn.Choice(scope, "Endpoint ready for update?")
-        .when(updatable, update_endpoint)
+        .when(
+            Condition.not_(Condition.is_present("$.endpoint.current.EndpointConfigName")),
+            not_updatable,
+        )
+        .when(
+            Condition.string_equals("$.endpoint.current.EndpointStatus", "InService"),
+            update_endpoint,
+        )
         .otherwise(not_updatable)
     )
     return find_current.next(ready)
@@ -197,7 +203,7 @@ def _create_or_update(
 def _wait_and_verify(
     scope: Construct, r: WorkflowResources, then: sfn.IChainable, on_failure: sfn.IChainable
 ) -> sfn.IChainable:
-    rollback = _rollback(scope, on_failure)
+    rollback = build_rollback(scope, on_failure)
     smoke = lambda_step(
         scope,
         "Smoke test endpoint",
@@ -261,9 +267,9 @@ def _wait_and_verify(
         f"{DEPLOYMENT}.endpoint_name, $.endpoint.polls)",
     )
     timed_out.next(rollback)
-    return _endpoint_watch(
+    return endpoint_watch(
         scope,
-        _Watch(
+        Watch(
             start="Start wait counter",
             wait="Wait for endpoint",
             check="Check endpoint status",
@@ -283,159 +289,4 @@ def _wait_and_verify(
         failed=endpoint_failed,
         unusable=unusable,
         timed_out=timed_out,
-    )
-
-
-@dataclass(frozen=True)
-class _Watch:
-    """State names and paths of one endpoint wait loop."""
-
-    start: str
-    wait: str
-    check: str
-    verdict: str
-    count: str
-    store: str
-    too_long: str
-    polls: str
-    status: str
-    expected_config: str
-    #: Where an error of the status check goes, and where the run goes next.
-    error_path: str
-    on_error: sfn.IChainable
-
-
-def _endpoint_watch(
-    scope: Construct,
-    watch: _Watch,
-    *,
-    serving: sfn.IChainable,
-    serving_other_config: sfn.IChainable,
-    failed: sfn.IChainable,
-    unusable: sfn.IChainable,
-    timed_out: sfn.IChainable,
-) -> sfn.IChainable:
-    """Poll DescribeEndpoint every ``poll_seconds``, at most ``max_polls`` times, until the
-    endpoint serves ``expected_config``; every other outcome has its own next state."""
-    start = sfn.Pass(scope, watch.start, result=sfn.Result.from_number(0), result_path=watch.polls)
-    wait = sfn.Wait(scope, watch.wait, time=sfn.WaitTime.seconds_path(f"{DEPLOYMENT}.poll_seconds"))
-    check = sagemaker_sdk_step(
-        scope,
-        watch.check,
-        "describeEndpoint",
-        {"EndpointName.$": f"{DEPLOYMENT}.endpoint_name"},
-        comment="Poll the endpoint (bounded by the wait counter).",
-        result_path=watch.status,
-    )
-    catch(check, watch.on_error, result_path=watch.error_path)
-    count = sfn.Pass(
-        scope,
-        watch.count,
-        parameters={"value.$": f"States.MathAdd({watch.polls}, 1)"},
-        result_path=f"{watch.polls}_next",
-    )
-    store = sfn.Pass(
-        scope, watch.store, input_path=f"{watch.polls}_next.value", result_path=watch.polls
-    )
-    status = f"{watch.status}.EndpointStatus"
-    config = f"{watch.status}.EndpointConfigName"
-    in_service = Condition.string_equals(status, "InService")
-    serves_expected = Condition.and_(
-        in_service,
-        Condition.is_present(config),
-        Condition.string_equals_json_path(config, watch.expected_config),
-    )
-    verdict = (
-        sfn.Choice(scope, watch.verdict)
-        .when(serves_expected, serving)
-        .when(in_service, serving_other_config, comment="in service on another config")
-        .when(Condition.string_equals(status, "Failed"), failed)
-        .when(
-            Condition.or_(*(Condition.string_equals(status, s) for s in _UNUSABLE)),
-            unusable,
-        )
-        .otherwise(count)
-    )
-    too_long = (
-        sfn.Choice(scope, watch.too_long)
-        .when(
-            Condition.number_greater_than_equals_json_path(watch.polls, f"{DEPLOYMENT}.max_polls"),
-            timed_out,
-        )
-        .otherwise(wait)
-    )
-    count.next(store).next(too_long)
-    start.next(wait).next(check).next(verdict)
-    return start
-
-
-def _rollback(scope: Construct, on_failure: sfn.IChainable) -> sfn.IChainable:
-    """Undo this run's endpoint change, then fail with the original error."""
-    restore = sagemaker_step(
-        scope,
-        "Restore previous endpoint config",
-        "updateEndpoint",
-        {
-            "EndpointName.$": f"{DEPLOYMENT}.endpoint_name",
-            "EndpointConfigName.$": "$.endpoint.rollback.previous_config",
-        },
-        comment="Put the endpoint back on the config that served before this run.",
-    )
-    delete = sagemaker_sdk_step(
-        scope,
-        "Delete failed endpoint",
-        "deleteEndpoint",
-        {"EndpointName.$": f"{DEPLOYMENT}.endpoint_name"},
-        comment="A new endpoint that never served: remove it so it costs nothing.",
-    )
-    for state in (restore, delete):
-        catch(state, on_failure, result_path="$.error.rollback")
-
-    def outcome(name: str, result: dict[str, str]) -> sfn.Pass:
-        step = sfn.Pass(scope, name, parameters=result, result_path="$.error.rollback")
-        step.next(on_failure)
-        return step
-
-    restored = outcome(
-        "Previous config serves again",
-        {"outcome": "restored", "endpoint_config.$": "$.endpoint.rollback.previous_config"},
-    )
-    not_restored = outcome(
-        "Restore did not complete",
-        {"outcome": "restore incomplete", "status.$": "$.endpoint.restore.EndpointStatus"},
-    )
-    restore_timed_out = outcome(
-        "Restore wait timed out",
-        {"outcome": "restore still in progress", "checks.$": "$.endpoint.restore_polls"},
-    )
-    deleted = outcome("Failed endpoint deleted", {"outcome": "deleted"})
-    delete.next(deleted)
-    restore.next(
-        _endpoint_watch(
-            scope,
-            _Watch(
-                start="Start restore wait counter",
-                wait="Wait for restored endpoint",
-                check="Check restored endpoint",
-                verdict="Restored endpoint in service?",
-                count="Count restore wait",
-                store="Store restore wait count",
-                too_long="Waited too long for restore?",
-                polls="$.endpoint.restore_polls",
-                status="$.endpoint.restore",
-                expected_config="$.endpoint.rollback.previous_config",
-                error_path="$.error.rollback",
-                on_error=on_failure,
-            ),
-            serving=restored,
-            serving_other_config=not_restored,
-            failed=not_restored,
-            unusable=not_restored,
-            timed_out=restore_timed_out,
-        )
-    )
-    return (
-        sfn.Choice(scope, "Previous config to restore?")
-        .when(Condition.string_equals("$.endpoint.rollback.action", "restore"), restore)
-        .otherwise(delete)
     )

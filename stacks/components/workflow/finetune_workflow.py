@@ -10,6 +10,8 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from runspec.request import MAX_TRAINING_HOURS
+from runspec.settings import PlatformSettings
 from stacks.components.arns import PlatformArns
 from stacks.components.encrypted_log_group import encrypted_log_group
 from stacks.components.key_use import use_key_via
@@ -17,9 +19,16 @@ from stacks.components.managed_policy_role import ManagedPolicyRole
 from stacks.components.workflow.definition import WorkflowResources, build_definition
 from stacks.nag import acknowledge_wildcard_resources
 
-#: Longest a run may take end to end: SageMaker's 28-day training ceiling is not a realistic
-#: fine-tune; a week covers spot waits, training, evaluation and deployment.
-RUN_TIMEOUT = cdk.Duration.days(7)
+#: The longest training (and spot wait) launch accepts; three endpoint waits (deployment, the
+#: wait for an endpoint in transition before a rollback, the restore); a day for everything else
+#: (recording, registration, retries). An execution timeout is caught by nothing - no record,
+#: no notification - so a run launch accepted must never reach it.
+_ENDPOINT_WAIT_SECONDS = (
+    PlatformSettings.endpoint_poll_seconds * PlatformSettings.endpoint_max_polls
+)
+RUN_TIMEOUT = cdk.Duration.seconds(
+    int(MAX_TRAINING_HOURS * 3600 + 3 * _ENDPOINT_WAIT_SECONDS + 24 * 3600)
+)
 
 
 class FineTuneWorkflow(Construct):

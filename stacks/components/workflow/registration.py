@@ -97,7 +97,9 @@ def register(
             "ModelPackageDescription.$": "States.Format('Run {} fine-tuned from {}', "
             "$.run.run_id, $.run.base_model)",
             "ModelApprovalStatus.$": "$.run.registration.approval_status",
-            "ClientToken.$": "$.run.training_job_name",
+            # Idempotent retries: one token per training job. The API takes at most 36 of
+            # [a-zA-Z0-9-]; job names reach 63, an MD5 in hex is 32.
+            "ClientToken.$": "States.Hash($.run.training_job_name, 'MD5')",
             "InferenceSpecification": {
                 "Containers": [
                     {
@@ -122,7 +124,9 @@ def register(
             "CustomerMetadataProperties.$": "$.recorded.package_metadata",
             "MetadataProperties": {"GeneratedBy.$": "$.training.training_job_arn"},
             "SecurityConfig": {"KmsKeyId": r.key_arn},
-            "Tags.$": "$.run.tags",
+            # No Tags: a versioned package takes its group's tags, and the API reference says
+            # a request with ModelPackageGroupName "cannot supply a tag argument". The run id
+            # is in CustomerMetadataProperties.
         },
         comment="Register the model in the Model Registry group with its metrics, lineage "
         "and the serving container; approval status from the platform config.",
