@@ -15,10 +15,29 @@ from runspec.serving import serving_fit
 from runspec.settings import PlatformSettings
 from runspec.setup import REQUEST_FIELDS, PlatformLimits, SetupError, TrainingSetup
 
-__all__ = ["DEFAULT_DATASET_PREFIX", "dataset_uris", "deployment_problems", "validate_for_platform"]
+__all__ = [
+    "CHANNEL_FIELDS",
+    "DEFAULT_DATASET_PREFIX",
+    "channel_field",
+    "dataset_uris",
+    "deployment_problems",
+    "validate_for_platform",
+]
 
 #: Where ``{}`` looks for data: s3://<datasets bucket>/datasets/default/{train,validation}.jsonl
 DEFAULT_DATASET_PREFIX = "datasets/default"
+#: The request field each data channel of the training job comes from: every refusal about a
+#: channel names the field the user wrote (the test set is the job's ``test`` channel).
+CHANNEL_FIELDS = {
+    "train": "dataset.train",
+    "validation": "dataset.validation",
+    "test": "evaluation.dataset",
+}
+
+
+def channel_field(channel: str) -> str:
+    """The request field of a data channel (``test`` -> ``evaluation.dataset``)."""
+    return CHANNEL_FIELDS[channel]
 
 
 def validate_for_platform(request: RunRequest, settings: PlatformSettings) -> list[str]:
@@ -136,7 +155,7 @@ def deployment_problems(
 
 
 def dataset_uris(request: RunRequest, settings: PlatformSettings) -> list[tuple[str, str]]:
-    """``(field, s3 uri)`` of each channel the run reads."""
+    """``(request field, s3 uri)`` of each channel the run reads (CHANNEL_FIELDS)."""
     if request.dataset is None:
         base = f"s3://{settings.datasets_bucket}/{DEFAULT_DATASET_PREFIX}"
         return [
@@ -153,4 +172,5 @@ def dataset_uris(request: RunRequest, settings: PlatformSettings) -> list[tuple[
 def _test_set(request: RunRequest) -> list[tuple[str, str]]:
     """The test set is the job's ``test`` channel: pinned like the training data, scored after
     training (llm_sft.evaluation)."""
-    return [("evaluation.test", request.evaluation.dataset)] if request.evaluation.dataset else []
+    test = request.evaluation.dataset
+    return [(channel_field("test"), test)] if test else []

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from launch_run.checks import channel_field
 from llm_sft.datacheck import FileReport, JsonlCheck, RowIndex, file_warnings, is_data_file
 from runspec.request import S3_URI
 from runspec.run import PinnedDataset, PinnedObject
@@ -66,7 +67,7 @@ _CHUNK = MIB
 
 @dataclass
 class DataCheckResult:
-    """What the check found: ``problems`` (``dataset.<channel>: <object>:<line>: <rule>``) refuse
+    """What the check found: ``problems`` (``<request field>: <object>:<line>: <rule>``) refuse
     the run; ``reports`` per object read; ``unchecked`` objects left to the training job."""
 
     problems: list[str] = field(default_factory=list)
@@ -107,7 +108,7 @@ def check_pinned_datasets(
         compare_with = indexes.get("train") if channel != "train" else None
         objects = _data_objects(pinned, prefix)
         if not objects:
-            errors.append((0, f"dataset.{channel}: {_no_data_files(pinned)}"))
+            errors.append((0, f"{channel_field(channel)}: {_no_data_files(pinned)}"))
             continue
         for obj in objects:
             uri = f"s3://{bucket}/{obj.key}"
@@ -119,7 +120,8 @@ def check_pinned_datasets(
             result.reports.append(report)
             result.warnings.extend(file_warnings(report))
             errors.extend(
-                (rank, f"dataset.{channel}: {error}") for rank, error in enumerate(report.errors)
+                (rank, f"{channel_field(channel)}: {error}")
+                for rank, error in enumerate(report.errors)
             )
     ordered = [problem for _, problem in sorted(errors, key=lambda item: item[0])]
     result.problems = ordered[:MAX_PROBLEMS]

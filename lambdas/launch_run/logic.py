@@ -67,7 +67,7 @@ def resolve_run(
     datasets: dict[str, PinnedDataset] = {}
     for channel in channels(request, settings):
         try:
-            datasets[channel.name] = pin_channel(s3, channel, field=f"dataset.{channel.name}")
+            datasets[channel.name] = pin_channel(s3, channel)
         except RunRequestError:
             # The default location's validation file is optional: training then splits off a
             # validation share of the training data.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from launch_run.checks import dataset_uris
+from launch_run.checks import CHANNEL_FIELDS, dataset_uris
 from runspec.request import S3_URI, RunRequest, RunRequestError
 from runspec.run import PinnedDataset, PinnedObject, TrainingImage
 from runspec.settings import PlatformSettings
@@ -22,10 +22,17 @@ MAX_OBJECTS_PER_CHANNEL = 1000
 
 @dataclass(frozen=True)
 class Channel:
+    """A data channel of the training job (``train``, ``validation``, ``test``) and the request
+    field it comes from (``evaluation.dataset`` for ``test``), which its refusals name."""
+
     name: str
+    field: str
     uri: str
     bucket: str
     key: str
+
+
+_CHANNEL_OF_FIELD = {field: channel for channel, field in CHANNEL_FIELDS.items()}
 
 
 def channels(request: RunRequest, settings: PlatformSettings) -> list[Channel]:
@@ -33,12 +40,15 @@ def channels(request: RunRequest, settings: PlatformSettings) -> list[Channel]:
     for field, uri in dataset_uris(request, settings):
         match = S3_URI.match(uri)
         assert match is not None  # validated by the schema
-        found.append(Channel(field.split(".")[1], uri, match.group("bucket"), match.group("key")))
+        channel = _CHANNEL_OF_FIELD[field]
+        found.append(Channel(channel, field, uri, match.group("bucket"), match.group("key")))
     return found
 
 
-def pin_channel(s3: S3Client, channel: Channel, *, field: str) -> PinnedDataset:
-    """The exact object versions a channel holds now: key, version id, ETag and size of each."""
+def pin_channel(s3: S3Client, channel: Channel, *, field: str | None = None) -> PinnedDataset:
+    """The exact object versions a channel holds now: key, version id, ETag and size of each.
+    Refusals name ``field`` (default: the channel's request field)."""
+    field = field or channel.field
     if channel.key.endswith("/"):
         return PinnedDataset(uri=channel.uri, objects=_pin_prefix(s3, channel, field))
     try:

@@ -444,3 +444,30 @@ def test_a_multi_instance_job_passes_createtrainingjobs_documented_constraints(a
     shape = aws.client("sagemaker").meta.service_model.operation_model("CreateTrainingJob")
     assert constraint_violations(shape.input_shape, request, "") == []
     assert "VolumeKmsKeyId" not in training["resource_config"]  # NVMe storage: no key
+
+
+# -- the test set: every refusal names the request field, evaluation.dataset ----------------
+
+TEST_SET = "s3://llmft-test-datasets/eval/test.jsonl"
+BAD_ROW = {"messages": [{"role": "assistant", "content": "4"}]}
+
+
+@pytest.mark.parametrize(
+    ("rows", "dataset", "message"),
+    [
+        # the platform rules (checks), pinning, the data check: each names the field
+        (None, "s3://someone-elses-bucket/test.jsonl", "is outside the platform's datasets"),
+        (None, TEST_SET, f"{TEST_SET!r} does not exist"),
+        ([BAD_ROW], TEST_SET, f"{TEST_SET}:1: messages[0] is a assistant turn first"),
+    ],
+)
+def test_test_set_refusals_name_the_evaluation_dataset_field(
+    aws: Aws, rows: list[dict[str, Any]] | None, dataset: str, message: str
+) -> None:
+    if rows is not None:
+        aws.put_jsonl("eval/test.jsonl", rows)
+    found = problems(aws, {"evaluation": {"dataset": dataset}})
+    assert found.startswith(f"evaluation.dataset: {dataset!r}") or found.startswith(
+        f"evaluation.dataset: {dataset}:"
+    )
+    assert message in found
