@@ -95,8 +95,21 @@ class LocalTrainingResult:
 
     @property
     def final_metrics(self) -> dict[str, float]:
-        finals = [m for m in self.metrics if m.final]
-        return dict(finals[-1].values) if finals else {}
+        """DescribeTrainingJob's FinalMetricDataList: for each metric definition, the last value
+        its regex matched in the job's log (SageMaker applies every definition to every line)."""
+        import re
+
+        from llm_sft.metrics import METRIC_DEFINITIONS
+
+        found: dict[str, float] = {}
+        lines = self.log.splitlines() if self.log_path.is_file() else []
+        for definition in METRIC_DEFINITIONS:
+            regex = re.compile(definition["Regex"])
+            for line in lines:
+                match = regex.search(line)
+                if match is not None:
+                    found[definition["Name"]] = float(match.group(1))
+        return found
 
     def evaluation(self) -> dict[str, Any] | None:
         path = self.output_data_dir / "evaluation.json"

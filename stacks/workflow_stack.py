@@ -109,7 +109,12 @@ class WorkflowStack(cdk.Stack):
             arns=arns,
         )
         record = RecordFunction(
-            self, "RecordRun", placement=placement, artifacts_bucket=artifacts, arns=arns
+            self,
+            "RecordRun",
+            placement=placement,
+            artifacts_bucket=artifacts,
+            arns=arns,
+            mlflow_app_arn=shared.mlflow_app_arn,
         )
         smoke = SmokeTestFunction(
             self, "SmokeTest", placement=placement, artifacts_bucket=artifacts, arns=arns

@@ -108,6 +108,9 @@ class DurableState:
             ),
             (SageMakerModelBackend, "create_endpoint", self._endpoint_changed),
             (SageMakerModelBackend, "update_endpoint", self._endpoint_changed),
+            # An endpoint reaches its outcome (InService on the new config, Failed) when a
+            # DescribeEndpoint sees its transition end: that is a change too.
+            (SageMakerModelBackend, "describe_endpoint", self._endpoint_described),
             (SageMakerModelBackend, "delete_model", self._deleted("model")),
             (SageMakerModelBackend, "delete_endpoint_config", self._deleted("endpoint_config")),
             (SageMakerModelBackend, "delete_endpoint", self._deleted("endpoint")),
@@ -307,6 +310,24 @@ class DurableState:
 
         return change
 
+    def _endpoint_described(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        persist = self._endpoint_changed(lambda backend, name: backend.endpoints[name])
+
+        def describe(backend: Any, endpoint_name: str) -> Any:
+            described = original(backend, endpoint_name)
+            stored = self.store.resources("endpoint").get(endpoint_name)
+            endpoint = backend.endpoints.get(endpoint_name)
+            if (
+                endpoint is not None
+                and stored is not None
+                and (stored.get("status"), stored.get("endpoint_config_name"))
+                != (endpoint.endpoint_status, endpoint.endpoint_config_name)
+            ):
+                persist(backend, endpoint_name)
+            return described
+
+        return describe
+
     def _deleted(self, kind: str) -> Callable[..., Any]:
         def make(original: Callable[..., Any]) -> Callable[..., Any]:
             def delete(backend: Any, name: str, *args: Any, **kwargs: Any) -> Any:
@@ -354,9 +375,20 @@ class DurableState:
                     data_capture_config=config["DataCaptureConfig"],
                     tags=spec.get("tags") or [],
                 )
-                endpoint.endpoint_status = spec.get("status", "InService")
+                # A process that ended mid-transition took its model server with it: a creation
+                # did not complete (Failed), an update left the previous config serving.
+                status = spec.get("status", "InService")
+                endpoint.endpoint_status = _SETTLED_AFTER_RESTART.get(status, status)
                 sagemaker.endpoints[endpoint.endpoint_name] = endpoint
         self._sync_packages(sagemaker, force=True)
+
+
+_SETTLED_AFTER_RESTART = {
+    "Creating": "Failed",
+    "Updating": "InService",
+    "SystemUpdating": "InService",
+    "RollingBack": "InService",
+}
 
 
 def _latest_key(backend: Any, bucket: str, key: str) -> Any:

@@ -45,6 +45,14 @@ class EmulatedPlatform:
     def client(self, service: str) -> Any:
         return boto3.client(service, region_name="us-east-1")
 
+    @property
+    def mlflow_app_arn(self) -> str | None:
+        """The MLflow App's ARN, or None when the platform runs without MLflow."""
+        apps = self.intrinsics.logical_ids("Tracking", "AWS::SageMaker::MlflowApp")
+        if not apps:
+            return None
+        return str(self.intrinsics.attribute[("Tracking", apps[0], "Arn")])
+
 
 def deploy_platform(
     templates: Mapping[str, dict[str, Any]],

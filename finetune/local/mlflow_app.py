@@ -14,6 +14,7 @@ and it is carried out with MLflow's client on the store.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import urllib.parse
 from collections.abc import Iterator, Mapping
@@ -41,12 +42,18 @@ class EmulatedMlflowApp:
     """
 
     def __init__(self, app_arn: str, store_uri: str, principals: Any = None) -> None:
-        from mlflow import MlflowClient
-
         self.app_arn = app_arn
-        self.client = MlflowClient(tracking_uri=store_uri)
+        self.store_uri = store_uri
         self.principals = principals
         self.calls: list[str] = []
+
+    @functools.cached_property
+    def client(self) -> Any:
+        """Opened at the first request: creating a store takes seconds and logs, and a run the
+        platform refuses never sends one."""
+        from mlflow import MlflowClient
+
+        return MlflowClient(tracking_uri=self.store_uri)
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[EmulatedMlflowApp]:

@@ -34,6 +34,7 @@ from finetune.local.emulator import MOTO_CONFIG, EmulatedPlatform, deploy_platfo
 from finetune.local.endpoint_host import LocalEndpointHost
 from finetune.local.iam.twin import IamTwin
 from finetune.local.legacy import has_legacy_state, import_legacy_state
+from finetune.local.mlflow_app import EmulatedMlflowApp
 from finetune.local.moto_patches import TrainingOutcome, patched_moto
 from finetune.local.store import (
     INTERRUPTED,
@@ -222,6 +223,13 @@ class LocalSession:
                 function_environment_overrides={"FT_ENDPOINT_POLL_SECONDS": "1"},
             )
             iam.load(platform.intrinsics)
+            if platform.mlflow_app_arn is not None:
+                # The record function's REST calls to the MLflow App land in the local store.
+                stack.enter_context(
+                    EmulatedMlflowApp(
+                        platform.mlflow_app_arn, self.mlflow_uri, principals=iam
+                    ).installed()
+                )
             durable = DurableState(
                 self.store, (platform.datasets_bucket, platform.artifacts_bucket)
             )

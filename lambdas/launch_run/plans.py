@@ -74,6 +74,7 @@ def training_plan(
         checkpoint_s3_uri=f"s3://{settings.artifacts_bucket}/checkpoints/{run_id}/",
         stopping_condition=stopping_condition,
         dataset_identity=dataset_identity(datasets),
+        evaluation_config=request.evaluation.job_config(),
     )
 
 

@@ -134,6 +134,9 @@ class TrainingJob(_Document):
     #: FT_DATASET_IDENTITY: what the job records as its inputs (a training job environment value
     #: is at most 512 characters).
     dataset_identity: Annotated[str, Field(max_length=512)]
+    #: FT_EVALUATION: what the job scores and how (runspec.request.Evaluation.job_config, read
+    #: by llm_sft.evaluation.EvaluationSettings); an environment value too.
+    evaluation_config: Annotated[str, Field(max_length=512)] = "{}"
 
 
 class Registration(_Document):

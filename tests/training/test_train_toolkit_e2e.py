@@ -116,9 +116,11 @@ def test_metric_definitions_parse_the_real_log(job: tuple[LocalTrainingResult, s
                 expected[name].append(value)
     assert found == expected
     steps = _total_steps(result)
-    # Evaluations every eval_steps=25 before the end, the end-of-training one, the final line.
-    assert len(found["eval_loss"]) == (steps - 1) // 25 + 2
-    assert len(found["perplexity"]) == 1
+    # Evaluations every eval_steps=25 before the end, the end-of-training one, the final line,
+    # and the evaluation line (llm_sft.evaluation), which restates the run's scored metrics.
+    assert len(found["eval_loss"]) == (steps - 1) // 25 + 3
+    assert found["eval_loss"][-1] == found["eval_loss"][-2]
+    assert len(found["perplexity"]) == 2  # the final line and the evaluation line
     assert all(0 < lr < 3e-3 + 1e-12 for lr in found["learning_rate"])
     assert found["epoch"][-1] == pytest.approx(2.0)
     assert all(t > 0 for t in found["tokens_per_second"])
@@ -201,8 +203,11 @@ def test_mlflow_run(job: tuple[LocalTrainingResult, str]) -> None:
     history = client.get_metric_history(run.info.run_id, "train_loss")
     steps = _total_steps(result)
     assert [m.step for m in history] == sorted({*range(4, steps + 1, 4), steps})
-    for name, value in result.final_metrics.items():
+    final_line = next(m for m in result.metrics if m.final)  # "METRIC final ..."
+    for name, value in final_line.values.items():
         assert run.data.metrics[f"final_{name}"] == pytest.approx(value, rel=1e-4)
+    # SageMaker's final metrics: each definition's last value in the log.
+    assert result.final_metrics["train_loss"] == final_line.values["train_loss"]
     eval_steps = [m.step for m in client.get_metric_history(run.info.run_id, "eval_loss")]
     assert eval_steps == [*range(25, steps, 25), steps]
     inputs = {d.dataset.name: d.dataset.digest for d in run.inputs.dataset_inputs}

@@ -20,6 +20,7 @@ from moto import mock_aws
 from finetune.local.emulator import MOTO_CONFIG, EmulatedPlatform, deploy_platform
 from finetune.local.executions import ExecutionResult, wait_for_execution
 from finetune.local.iam.twin import IamTwin
+from finetune.local.mlflow_app import EmulatedMlflowApp
 from finetune.local.moto_patches import FaultInjector, TrainingOutcome, patched_moto
 from tests.infra.synth import Synthesized
 from tests.report import report
@@ -174,8 +175,16 @@ CHAT = [
 ]
 
 
+@pytest.fixture(scope="session")
+def mlflow_store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One MLflow store per test process (creating one takes seconds): the emulated MLflow App
+    writes what the record function sends it there."""
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
 def _workflow(
     synthesized: Synthesized,
+    mlflow_store: str,
     *,
     stopped_jobs: str = "succeed",
     transition_checks: int = 1,
@@ -202,11 +211,15 @@ def _workflow(
             function_environment_overrides={"FT_ENDPOINT_POLL_SECONDS": "0", **overrides},
         )
         iam.load(platform.intrinsics)
+        app = platform.mlflow_app_arn
+        assert app is not None  # the local config tracks runs in MLflow
+        mlflow = EmulatedMlflowApp(app, mlflow_store, principals=iam)
         flow = Workflow(platform, training, endpoints, faults, iam)
         flow.put_dataset("datasets/chat/train.jsonl", CHAT * 4)
         flow.put_dataset("datasets/chat/validation.jsonl", CHAT)
         flow.put_dataset("base-models/tiny/config.json", [{"model_type": "llama"}])
-        yield flow
+        with mlflow.installed():
+            yield flow
         # Every call every principal made was evaluated against the synthesized policies: a
         # refusal here is a call AWS would refuse (the failure names principal, action and
         # resource).
@@ -222,23 +235,25 @@ def report_coverage(iam: IamTwin) -> None:
 
 
 @pytest.fixture
-def workflow(local_templates: Synthesized) -> Iterator[Workflow]:
+def workflow(local_templates: Synthesized, mlflow_store: str) -> Iterator[Workflow]:
     """The local platform: models are approved on registration."""
-    yield from _workflow(local_templates)
+    yield from _workflow(local_templates, mlflow_store)
 
 
 @pytest.fixture
 def slow_endpoints(
-    local_templates: Synthesized, request: pytest.FixtureRequest
+    local_templates: Synthesized, mlflow_store: str, request: pytest.FixtureRequest
 ) -> Iterator[Workflow]:
     """Endpoints stay Creating/Updating for ``request.param`` checks; the workflow gives up after
     two (FT_ENDPOINT_MAX_POLLS=2)."""
     yield from _workflow(
-        local_templates, transition_checks=request.param, FT_ENDPOINT_MAX_POLLS="2"
+        local_templates, mlflow_store, transition_checks=request.param, FT_ENDPOINT_MAX_POLLS="2"
     )
 
 
 @pytest.fixture
-def pending_workflow(local_templates: Synthesized) -> Iterator[Workflow]:
+def pending_workflow(local_templates: Synthesized, mlflow_store: str) -> Iterator[Workflow]:
     """As on a governed account: registered models wait for manual approval."""
-    yield from _workflow(local_templates, FT_MODEL_APPROVAL_STATUS="PendingManualApproval")
+    yield from _workflow(
+        local_templates, mlflow_store, FT_MODEL_APPROVAL_STATUS="PendingManualApproval"
+    )

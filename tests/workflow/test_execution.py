@@ -362,11 +362,11 @@ def test_update_rollback_failure_stops_waiting_at_once(workflow: Workflow) -> No
 
 @pytest.mark.parametrize("stopped_jobs", ["succeed", "fail"])
 def test_a_stopped_training_job_is_never_registered(
-    local_templates: Any, stopped_jobs: str
+    local_templates: Any, mlflow_store: str, stopped_jobs: str
 ) -> None:
     from tests.workflow.conftest import _workflow
 
-    for flow in _workflow(local_templates, stopped_jobs=stopped_jobs):
+    for flow in _workflow(local_templates, mlflow_store, stopped_jobs=stopped_jobs):
         flow.training.status = "Stopped"
         result = flow.run(flow.base_request(run_name="stopped", deployment={"enabled": True}))
 

@@ -38,6 +38,7 @@ def train(
     environment: dict[str, Any] = {
         "FT_RUN_ID.$": "$.run.run_id",
         "FT_DATASET_IDENTITY.$": "$.run.training.dataset_identity",
+        "FT_EVALUATION.$": "$.run.training.evaluation_config",
         "MLFLOW_EXPERIMENT_NAME.$": "$.run.experiment_name",
     }
     if r.mlflow_tracking_arn is not None:
