@@ -36,6 +36,7 @@ from finetune.local.lambda_patches import (
     lambda_patches,
     no_principals,
 )
+from finetune.local.parse_cache import parse_cache_patch
 from finetune.local.patching import Patch, applied
 from finetune.local.request_shapes import check_request_shape
 from finetune.local.sagemaker_rules import (
@@ -372,6 +373,7 @@ def patched_moto(
         *endpoint_patches(endpoint_host, principals, endpoint_transition_checks),
         *model_registry_patches(),
         *strict_asl_patches(retry_time_scale=retry_time_scale),
+        parse_cache_patch(),
         call_checks_patch(
             [
                 check_request_shape,
