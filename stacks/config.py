@@ -38,6 +38,12 @@ _ROUTE_TABLE_ID = re.compile(r"^rtb-[0-9a-f]{8,17}$")
 _AZ = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d[a-z]$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _APPROVAL_STATUSES = ("PendingManualApproval", "Approved")
+#: A Bedrock foundation model id: ``<provider>.<model>`` (e.g. amazon.nova-micro-v1:0).
+_BEDROCK_MODEL_ID = re.compile(r"^[a-z0-9-]+\.[a-zA-Z0-9][a-zA-Z0-9.:_-]{0,120}$")
+#: The geographic prefixes of cross-Region (system-defined) inference profile ids
+#: (``eu.anthropic...``): invoking one needs the profile and the model in every destination
+#: Region, which the platform does not grant.
+_INFERENCE_PROFILE_PREFIXES = ("us", "us-gov", "eu", "apac", "jp", "au", "ca", "global")
 
 # CloudWatch Logs accepts only these retention periods (PutRetentionPolicy).
 _LOG_RETENTION_DAYS = (
@@ -148,6 +154,11 @@ class PlatformConfig:
     #: Whether a run may set trust_remote_code: code shipped with a model then runs inside the
     #: training job with the training role's permissions. Off unless the team reviews models.
     allow_trust_remote_code: bool = False
+    #: Amazon Bedrock foundation models a run may use as its judge (``evaluation.judge``): the
+    #: training role may invoke exactly these, in the platform's region, and the launch refuses
+    #: any other. Each must be enabled in the account. Empty: no judge. A non-empty list adds
+    #: a bedrock-runtime VPC endpoint (the judge's only way out of a VPC without egress).
+    judge_model_ids: tuple[str, ...] = ()
 
     # Retention
     #: Checkpoints under ``checkpoints/`` in the artifacts bucket expire after this many days.
@@ -232,6 +243,7 @@ class PlatformConfig:
             self.log_retention_days,
             "a period CloudWatch Logs accepts (e.g. 365, 731, 3653)",
         )
+        self._check_judge_model_ids(key)
         for email in self.notification_emails:
             _check(_EMAIL.match(email), f"{key}: notification_emails", email, "an e-mail address")
         for f in fields(self):
@@ -242,6 +254,35 @@ class PlatformConfig:
                     getattr(self, f.name),
                     "true or false",
                 )
+
+    def _check_judge_model_ids(self, key: str) -> None:
+        name = f"{key}: judge_model_ids"
+        _check(
+            isinstance(self.judge_model_ids, tuple),
+            name,
+            self.judge_model_ids,
+            "a tuple of Bedrock foundation model ids",
+        )
+        for model_id in self.judge_model_ids:
+            _check(
+                isinstance(model_id, str) and _BEDROCK_MODEL_ID.match(model_id),
+                name,
+                model_id,
+                "a Bedrock foundation model id like 'amazon.nova-micro-v1:0' (not an ARN)",
+            )
+            _check(
+                model_id.split(".", 1)[0] not in _INFERENCE_PROFILE_PREFIXES,
+                name,
+                model_id,
+                "a foundation model id, not a cross-Region inference profile (the training "
+                "role is granted foundation models in the platform's region only)",
+            )
+        _check(
+            len(set(self.judge_model_ids)) == len(self.judge_model_ids),
+            name,
+            self.judge_model_ids,
+            "unique ids",
+        )
 
     # Derived names. Deterministic names let a stateful stack scope IAM to resources that a
     # later (stateless) stack creates, without a cross-stack cycle.
@@ -318,6 +359,9 @@ ENVIRONMENTS: dict[str, PlatformConfig] = {
         studio_users=("ml-lead", "data-scientist-1", "data-scientist-2"),
         training_instance_type="ml.g5.12xlarge",
         endpoint_instance_type="ml.g5.2xlarge",
+        # Runs may ask this model to grade their answers (evaluation.judge); it must be enabled
+        # in the account and offered on demand in the region.
+        judge_model_ids=("anthropic.claude-3-haiku-20240307-v1:0",),
         checkpoint_expiry_days=30,
         access_log_retention_days=2557,
         log_retention_days=2557,

@@ -13,8 +13,9 @@ from stacks.config import PlatformConfig
 
 
 class NetworkStack(cdk.Stack):
-    """Private subnets in two AZs with VPC endpoints for every AWS API the platform calls;
-    NAT egress when the config allows it; flow logs to an encrypted log group."""
+    """Private subnets in two AZs with VPC endpoints for every AWS API the platform calls
+    (bedrock-runtime when judge models are configured); NAT egress when the config allows it;
+    flow logs to an encrypted log group."""
 
     def __init__(
         self,
@@ -34,5 +35,6 @@ class NetworkStack(cdk.Stack):
             internet_egress=config.internet_egress,
             encryption_key=encryption_key,
             log_retention_days=config.log_retention_days,
+            bedrock_runtime=bool(config.judge_model_ids),
         )
         cdk.CfnOutput(self, "VpcId", value=self.network.vpc.vpc_id)

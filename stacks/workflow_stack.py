@@ -53,6 +53,7 @@ class WorkflowStack(cdk.Stack):
             vpc=network.vpc,
             mlflow_app_arn=shared.mlflow_app_arn,
             arns=arns,
+            judge_model_ids=config.judge_model_ids,
         ).role
         serving_image = huggingface_tgi_image()
         model_role = ModelRole(
@@ -83,6 +84,7 @@ class WorkflowStack(cdk.Stack):
             default_training_instance_type=config.training_instance_type,
             allowed_training_instance_types=config.allowed_training_instance_types,
             max_training_instances=config.max_training_instances,
+            judge_model_ids=config.judge_model_ids,
             default_endpoint_instance_type=config.endpoint_instance_type,
             model_package_group=shared.model_package_group_name,
             model_approval_status=config.model_approval_status,

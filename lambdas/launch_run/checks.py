@@ -59,7 +59,24 @@ def validate_for_platform(request: RunRequest, settings: PlatformSettings) -> li
             "transformers supports natively, or ask the platform team to set "
             "allow_trust_remote_code in its configuration"
         )
+    problems.extend(_judge_problems(request, settings))
     return problems
+
+
+def _judge_problems(request: RunRequest, settings: PlatformSettings) -> list[str]:
+    """The training role may invoke only the Bedrock models of the platform's judge_model_ids
+    (stacks.components.sagemaker_roles): any other judge would fail in the job, after training."""
+    judge = request.evaluation.judge
+    if judge is None or judge.model_id in settings.judge_model_ids:
+        return []
+    allowed = ", ".join(settings.judge_model_ids) or "none"
+    return [
+        f"evaluation.judge.model_id: {judge.model_id!r} is not a judge model this platform "
+        f"allows (it allows {allowed}); the training role may invoke only the Bedrock models "
+        "listed in judge_model_ids of the platform's configuration: "
+        + ("choose one of them, or " if settings.judge_model_ids else "")
+        + "ask the platform team to add it"
+    ]
 
 
 def _data_location_problems(request: RunRequest, settings: PlatformSettings) -> list[str]:

@@ -391,7 +391,8 @@ class Judge(_Section):
     """An LLM-as-judge score from an Amazon Bedrock model (off unless given). The model must be
     enabled in the account and allowed by the platform (its training role may invoke it)."""
 
-    #: A Bedrock model id or inference profile id, e.g. 'anthropic.claude-3-5-haiku-20241022-v1:0'.
+    #: A Bedrock foundation model id among the platform's judge_model_ids (its configuration),
+    #: e.g. 'anthropic.claude-3-haiku-20240307-v1:0'; inference profiles are not supported.
     model_id: Annotated[
         str, Field(min_length=1, max_length=128, pattern=r"^[a-zA-Z0-9][a-zA-Z0-9.:_\-/]*$")
     ]

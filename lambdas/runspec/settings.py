@@ -44,6 +44,8 @@ class PlatformSettings:
     endpoint_max_polls: int = 60
     #: The most instances one training job may use (a request's training.instance_count).
     max_training_instances: int = 1
+    #: Bedrock models a run may use as its judge (evaluation.judge.model_id); none by default.
+    judge_model_ids: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> PlatformSettings:
@@ -56,7 +58,7 @@ class PlatformSettings:
                     missing.append(name)
                 continue
             raw = environ[name]
-            if f.name == "allowed_training_instance_types":
+            if f.name in ("allowed_training_instance_types", "judge_model_ids"):
                 values[f.name] = tuple(json.loads(raw))
             elif f.name in ("internet_egress", "allow_trust_remote_code"):
                 values[f.name] = raw.lower() == "true"
@@ -92,6 +94,7 @@ _OPTIONAL = (
     "endpoint_poll_seconds",
     "endpoint_max_polls",
     "max_training_instances",
+    "judge_model_ids",
 )
 
 

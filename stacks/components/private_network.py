@@ -43,6 +43,8 @@ class PrivateNetwork(Construct):
             (Hugging Face Hub downloads). Without it the private subnets are isolated.
         encryption_key: encrypts the flow log group.
         log_retention_days: flow log retention.
+        bedrock_runtime: add a bedrock-runtime interface endpoint (default False): training
+            jobs call a Bedrock judge when the configuration lists judge models.
 
     Attributes:
         vpc: the VPC.
@@ -63,6 +65,7 @@ class PrivateNetwork(Construct):
         internet_egress: bool,
         encryption_key: kms.IKey,
         log_retention_days: int,
+        bedrock_runtime: bool = False,
     ) -> None:
         super().__init__(scope, construct_id)
         if existing_vpc is not None:
@@ -173,7 +176,12 @@ class PrivateNetwork(Construct):
             "S3", service=ec2.GatewayVpcEndpointAwsService.S3, subnets=[subnet_selection]
         )
         self.interface_endpoints: dict[str, ec2.InterfaceVpcEndpoint] = {}
-        for name, service in INTERFACE_ENDPOINTS.items():
+        services = dict(INTERFACE_ENDPOINTS)
+        if bedrock_runtime:
+            # The judge's Converse calls from training jobs; only when judges are configured
+            # (an interface endpoint is billed per hour and AZ).
+            services["BedrockRuntime"] = ec2.InterfaceVpcEndpointAwsService.BEDROCK_RUNTIME
+        for name, service in services.items():
             self.interface_endpoints[name] = self.vpc.add_interface_endpoint(
                 name,
                 service=service,

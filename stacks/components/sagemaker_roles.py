@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import aws_cdk as cdk
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr as ecr
@@ -106,6 +108,32 @@ def _pull_images(role: ManagedPolicyRole, repository_arns: list[str]) -> None:
     )
 
 
+def judge_model_statement(stack: cdk.Stack, model_ids: Sequence[str]) -> iam.PolicyStatement:
+    """Invoke the platform's judge models (llm_sft.judge calls bedrock-runtime Converse).
+
+    Converse and InvokeModel are authorized as ``bedrock:InvokeModel`` (Bedrock API reference,
+    Converse: "This operation requires permission for the bedrock:InvokeModel action") on the
+    model the request names; a foundation model id names
+    ``arn:${Partition}:bedrock:${Region}::foundation-model/${ResourceId}`` (Service
+    Authorization Reference, Amazon Bedrock: the foundation-model resource type). Only
+    foundation models in the stack's region: a cross-Region inference profile would also need
+    its account-scoped ``inference-profile/<id>`` ARN and the model in every destination
+    Region, which the configuration refuses (stacks.config, judge_model_ids)."""
+    return iam.PolicyStatement(
+        sid="InvokeJudgeModels",
+        actions=["bedrock:InvokeModel"],
+        resources=[
+            stack.format_arn(
+                service="bedrock",
+                account="",
+                resource="foundation-model",
+                resource_name=model_id,
+            )
+            for model_id in model_ids
+        ],
+    )
+
+
 def mlflow_app_statements(mlflow_app_arn: str, artifacts: s3.IBucket) -> list[iam.PolicyStatement]:
     """Log runs to the platform's MLflow App: the App's data-plane action, the MLflow calls the
     tracker makes, and its artifact store, which the sagemaker-mlflow plugin writes with the
@@ -139,7 +167,8 @@ def mlflow_app_statements(mlflow_app_arn: str, artifacts: s3.IBucket) -> list[ia
 class TrainingJobRole(Construct):
     """The role training jobs run with: read datasets, write models and checkpoints (and read
     checkpoints back on restart), use the platform key, pull the training images, log, publish
-    metrics, log to MLflow, and place network interfaces in the platform VPC.
+    metrics, log to MLflow, place network interfaces in the platform VPC, and invoke the
+    configured judge models (``judge_model_ids``, default none).
 
     Attributes:
         role: the IAM role.
@@ -159,6 +188,7 @@ class TrainingJobRole(Construct):
         vpc: ec2.IVpc,
         mlflow_app_arn: str | None,
         arns: PlatformArns,
+        judge_model_ids: Sequence[str] = (),
     ) -> None:
         super().__init__(scope, construct_id)
         self.role = role = ManagedPolicyRole(
@@ -231,6 +261,8 @@ class TrainingJobRole(Construct):
         )
         log_groups = _logs_and_metrics(role, arns.training_log_group, "/aws/sagemaker/TrainingJobs")
         _vpc_access(role, vpc)
+        if judge_model_ids:
+            role.add_to_policy(judge_model_statement(cdk.Stack.of(self), judge_model_ids))
         wildcards = [datasets_objects, model_objects, checkpoint_objects, log_groups]
         if mlflow_app_arn is not None:
             for statement in mlflow_app_statements(mlflow_app_arn, artifacts_bucket):

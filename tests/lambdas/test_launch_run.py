@@ -471,3 +471,29 @@ def test_test_set_refusals_name_the_evaluation_dataset_field(
         f"evaluation.dataset: {dataset}:"
     )
     assert message in found
+
+
+# -- the Bedrock judge: only the models the platform's configuration allows -----------------
+
+JUDGE = "anthropic.claude-3-haiku-20240307-v1:0"
+
+
+def judged(model_id: str) -> dict[str, Any]:
+    aws_test_set = {"dataset": TEST_SET, "judge": {"model_id": model_id}}
+    return {"evaluation": aws_test_set}
+
+
+def test_a_judge_the_platform_does_not_allow_is_refused(aws: Aws) -> None:
+    aws.put_jsonl("eval/test.jsonl", [CHAT_ROW])
+    assert problems(aws, judged(JUDGE)) == (
+        f"evaluation.judge.model_id: {JUDGE!r} is not a judge model this platform allows "
+        "(it allows none); the training role may invoke only the Bedrock models listed in "
+        "judge_model_ids of the platform's configuration: ask the platform team to add it"
+    )
+    found = problems(aws, judged("amazon.nova-pro-v1:0"), judge_model_ids=(JUDGE,))
+    assert found.startswith(
+        f"evaluation.judge.model_id: 'amazon.nova-pro-v1:0' is not a judge model this platform "
+        f"allows (it allows {JUDGE}); "
+    )
+    run = resolve(aws, judged(JUDGE), judge_model_ids=(JUDGE,))
+    assert run["evaluation"]["judge"]["model_id"] == JUDGE
