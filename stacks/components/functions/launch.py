@@ -19,8 +19,10 @@ __all__ = ["LaunchFunction"]
 
 
 class LaunchFunction(ProjectFunction):
-    """Reads dataset metadata to pin versions, the training image's digest, earlier runs'
-    records and package approval (to deploy them), and starts the workflow; nothing else.
+    """Reads dataset objects (their versions to pin them, then the pinned versions' contents
+    through the training code's data rules: launch_run.datacheck), the training image's digest,
+    earlier runs' records and package approval (to deploy them), and starts the workflow;
+    nothing else.
 
     Props:
         settings: the platform settings it reads from its environment.
@@ -92,7 +94,9 @@ class LaunchFunction(ProjectFunction):
         acknowledge_wildcard_resources(
             self.role.policy,
             "Requests name dataset objects anywhere in the platform's datasets bucket; the "
-            "function only reads their metadata (HEAD) to pin versions. Existing runs are "
+            "function reads them only: their versions, to pin them, and the pinned versions' "
+            "rows, checked against the training code's data rules before a job starts. "
+            "Existing runs are "
             "executions named by run id under the platform's one state machine; run records "
             "live under runs/<run id>/ and packages are numbered versions in the platform's "
             "group.",
