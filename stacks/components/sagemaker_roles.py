@@ -229,7 +229,15 @@ class TrainingJobRole(Construct):
                 },
             )
         )
-        use_key_via(role, encryption_key, services=["s3"], actions=READ_WRITE, sid="UseKeyViaS3")
+        # kms:Encrypt too: CreateTrainingJob's OutputDataConfig.KmsKeyId "the SageMaker execution
+        # role must include permissions to call kms:Encrypt" (API reference).
+        use_key_via(
+            role,
+            encryption_key,
+            services=["s3"],
+            actions=(*READ_WRITE, "kms:Encrypt"),
+            sid="UseKeyViaS3",
+        )
         # Training volumes of EBS-backed instance types are encrypted with the key: SageMaker
         # creates a grant for the job's volume with the execution role.
         role.add_to_policy(

@@ -346,6 +346,10 @@ MISSING_BEFORE = [
     # 404 would need ListBucket with a context AWS does not document: runspec.objects).
     ("Workflow", "LaunchRun", "s3:ListBucket", "arn:aws:s3:::{artifacts}",
      {"s3:prefix": "runs/unknown/run.json"}),
+    # The training job's output key: "the SageMaker execution role must include permissions to
+    # call kms:Encrypt" (CreateTrainingJob OutputDataConfig.KmsKeyId).
+    ("Workflow", "TrainingJobRole", "kms:Encrypt", "{key}",
+     {"kms:ViaService": "s3.us-east-1.amazonaws.com", "kms:CallerAccount": "{account}"}),
     # Publishing to the encrypted topic: SNS uses the key with the publisher's credentials.
     ("Workflow", "WorkflowRole", "kms:GenerateDataKey", "{key}",
      {"kms:ViaService": "sns.us-east-1.amazonaws.com", "kms:CallerAccount": "{account}"}),

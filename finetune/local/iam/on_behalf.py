@@ -48,6 +48,20 @@ def training_job_requests(
     if source:
         requests += _read_prefix(env, source, listing)
     output = params["OutputDataConfig"]["S3OutputPath"].rstrip("/")
+    output_key = params["OutputDataConfig"].get("KmsKeyId")
+    if output_key:
+        # API reference, OutputDataConfig.KmsKeyId: "the SageMaker execution role must include
+        # permissions to call kms:Encrypt" (SageMaker encrypts the output through S3).
+        requests.append(
+            AccessRequest(
+                "kms:Encrypt",
+                output_key,
+                {
+                    "kms:ViaService": f"s3.{env.region}.amazonaws.com",
+                    "kms:CallerAccount": env.account,
+                },
+            )
+        )
     requests += _write(env, f"{output}/{job}/output/model/model.safetensors")
     requests += _write(env, f"{output}/{job}/output/data/evaluation.json")
     checkpoints = (params.get("CheckpointConfig") or {}).get("S3Uri")
