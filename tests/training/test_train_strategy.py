@@ -96,3 +96,21 @@ def test_context_from_torchrun_environment() -> None:
     assert (ctx.rank, ctx.world_size, ctx.local_rank, ctx.nodes) == (5, 16, 1, 4)
     assert ctx.launched
     assert not ctx.is_main
+
+
+@pytest.mark.parametrize(
+    ("capability", "expected"),
+    [(9, "flex_attention"), (8, "sdpa"), (7, "sdpa")],
+)
+def test_auto_attention_on_gpu_follows_the_measurement(
+    monkeypatch: pytest.MonkeyPatch, capability: int, expected: str
+) -> None:
+    """flex_attention was measured faster than sdpa on packed rows on Hopper only (H200,
+    make bench-train-gpu); other GPUs keep sdpa, and CPU the library default."""
+    from llm_sft import modeling
+
+    monkeypatch.setattr(modeling, "_gpu_capability_major", lambda: capability)
+    monkeypatch.setattr(modeling.importlib.util, "find_spec", lambda name: None)  # no flash-attn
+    hp = parse_hyperparameters({"model_id": "m"})
+    assert modeling.resolve_attention(hp, cuda=True) == expected
+    assert modeling.resolve_attention(hp, cuda=False) is None
