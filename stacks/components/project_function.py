@@ -28,7 +28,7 @@ EXCLUDED_FROM_ASSET = ["__pycache__", "*.pyc", ".pytest_cache", ".mypy_cache"]
 #: The training code folder, and the modules of it the functions import: standard library only
 #: and self-contained (see the docstring of llm_sft/datacheck.py for why the rules live there).
 TRAINING_CODE = Path(__file__).resolve().parents[2] / "training_code"
-SHARED_TRAINING_MODULES = ("llm_sft/datacheck.py",)
+SHARED_TRAINING_MODULES = ("llm_sft/datacheck.py", "llm_sft/strategy.py")
 
 
 def stage_function_code(code_dir: Path, training_code: Path = TRAINING_CODE) -> Path:

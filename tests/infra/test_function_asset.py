@@ -33,7 +33,11 @@ def test_the_asset_is_lambdas_plus_the_training_codes_data_rules() -> None:
     for module in SHARED_TRAINING_MODULES:
         assert (asset / module).read_bytes() == (REPO / "training_code" / module).read_bytes()
     assert (asset / "llm_sft" / "__init__.py").read_bytes() == b""
-    assert sorted(p.name for p in (asset / "llm_sft").iterdir()) == ["__init__.py", "datacheck.py"]
+    assert sorted(p.name for p in (asset / "llm_sft").iterdir()) == [
+        "__init__.py",
+        "datacheck.py",
+        "strategy.py",
+    ]
     assert (asset / "launch_run" / "datacheck.py").is_file()
     assert not [p for p in asset.rglob("*") if p.name == "__pycache__" or p.suffix == ".pyc"]
 

@@ -1,18 +1,17 @@
-"""The data-parallel strategy a job will use, decided as the training code decides it.
+"""The data-parallel strategy a job will use: the training code's own rule.
 
 The training code applies ``llm_sft.strategy.choose_strategy`` when torchrun started it, and
 runs one process otherwise (``llm_sft.training._decide_strategy``). The launch function starts
 torchrun exactly when the job has more than one process (``TrainingSetup.distributed``), so:
 
 - one process: ``single``, whatever ``distributed_strategy`` says (the job ignores it);
-- ``distributed_strategy`` ``ddp`` or ``fsdp``: that strategy (``fsdp`` with QLoRA is refused);
-- ``auto``: ``ddp`` when the frozen weights take at most half of one GPU, else ``fsdp`` for
-  LoRA; QLoRA cannot be sharded, so a QLoRA model over that share is refused.
+- otherwise ``choose_strategy`` with the job's world size, the model's parameters and the GPU's
+  memory as torch reports it (the catalog's usable memory): ``ddp``, ``fsdp``, or a refusal.
 
-The training code ships in the training image, not with the launch function, so the rule is
-written here too: ``tests/lambdas/test_estimate.py`` checks that both decide the same on a grid
-of methods, model sizes, GPU sizes, world sizes and requests. The memory model then says whether
-the chosen strategy fits; a strategy is never chosen from it (the job would not follow).
+``llm_sft/strategy.py`` is standard library only and ships inside the functions' asset
+(``stacks.components.project_function.SHARED_TRAINING_MODULES``), so the rule is written once.
+The memory model then says whether the chosen strategy fits; a strategy is never chosen from it
+(the job would not follow).
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from llm_sft.strategy import StrategyError, choose_strategy
 from runspec.setup import TrainingSetup
 
 __all__ = ["Strategy", "StrategyDecision", "decide_strategy", "strategy_rule"]
@@ -27,9 +27,6 @@ __all__ = ["Strategy", "StrategyDecision", "decide_strategy", "strategy_rule"]
 Strategy = Literal["single", "ddp", "fsdp"]
 
 GIB = 1024**3
-# The training code's constants (llm_sft.strategy; the grid test keeps them equal).
-_DDP_WEIGHT_SHARE = 0.5
-_QLORA_BYTES_PER_PARAMETER = 0.55
 
 
 @dataclass(frozen=True)
@@ -55,30 +52,18 @@ def strategy_rule(
     dtype_bytes: int = 2,
 ) -> StrategyDecision:
     """``choose_strategy`` for ``world_size`` processes started by torchrun, one per GPU."""
-    per_parameter = _QLORA_BYTES_PER_PARAMETER if method == "qlora" else float(dtype_bytes)
-    weights = parameters * per_parameter
-    need = f"{weights / GIB:.1f} GiB of {'4-bit' if method == 'qlora' else 'frozen'} weights"
-    if requested == "fsdp" and method == "qlora":
-        return StrategyDecision(
-            None,
-            "fsdp does not shard QLoRA's 4-bit weights: ddp runs QLoRA with the model on every"
-            " GPU, or method lora with fsdp shards it",
+    try:
+        choice = choose_strategy(
+            requested=requested,
+            method=method,
+            world_size=world_size,
+            parameters=parameters,
+            gpu_memory_bytes=gpu_memory_bytes,
+            dtype_bytes=dtype_bytes,
         )
-    if requested != "auto":
-        return StrategyDecision("ddp" if requested == "ddp" else "fsdp", f"{requested} requested")
-    budget = _DDP_WEIGHT_SHARE * gpu_memory_bytes
-    gpu = f"{gpu_memory_bytes / GIB:.1f} GiB GPU"
-    if weights <= budget:
-        return StrategyDecision("ddp", f"{need} take at most half of a {gpu}")
-    if method == "qlora":
-        return StrategyDecision(
-            None,
-            f"QLoRA needs {need} on every GPU, more than half of a {gpu}, and cannot be sharded:"
-            " method lora shards the model (fsdp), or a larger GPU replicates it",
-        )
-    return StrategyDecision(
-        "fsdp", f"{need} exceed half of a {gpu}: sharded over {world_size} GPUs"
-    )
+    except StrategyError as refusal:
+        return StrategyDecision(None, str(refusal))
+    return StrategyDecision(choice.strategy, choice.reason)
 
 
 def decide_strategy(setup: TrainingSetup) -> StrategyDecision:
