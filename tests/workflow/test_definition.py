@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
 import pytest
 
-from finetune.local.cfn import Intrinsics
 from llm_sft.metrics import METRIC_DEFINITIONS
 from stacks.components.workflow import retries
 from tests.infra.synth import Synthesized
+from tests.workflow.definition import state_machine_definition
 
 
 @pytest.fixture(scope="module")
 def states(dev: Synthesized) -> dict[str, dict[str, Any]]:
-    intrinsics = Intrinsics(dev.templates)
-    intrinsics.attribute_fallback = lambda stack, logical, attribute: f"<{logical}.{attribute}>"
-    for stack, template in dev.templates.items():
-        for logical_id in template["Resources"]:
-            intrinsics.physical[(stack, logical_id)] = f"<{logical_id}>"
-    (machine,) = intrinsics.logical_ids("Workflow", "AWS::StepFunctions::StateMachine")
-    definition = json.loads(intrinsics.properties("Workflow", machine)["DefinitionString"])
+    definition = state_machine_definition(dev)
     assert definition["StartAt"] == "Receive run request"
     return dict(definition["States"])
 

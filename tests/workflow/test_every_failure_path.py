@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
-from finetune.local.cfn import Intrinsics
 from finetune.local.executions import ExecutionResult
 from finetune.local.strict_asl import transient_error
 from tests.infra.synth import Synthesized
 from tests.report import report
 from tests.workflow.conftest import Workflow
+from tests.workflow.definition import state_machine_definition
 from tests.workflow.test_execution import notifications, run_record
 
 FAULT = ("Injected.ServiceFailure", "injected by the failure walk")
@@ -126,13 +126,7 @@ SCENARIOS: dict[str, Scenario] = {
 
 
 def task_resources(synthesized: Synthesized) -> dict[str, str]:
-    intrinsics = Intrinsics(synthesized.templates)
-    intrinsics.attribute_fallback = lambda stack, logical, attribute: f"<{logical}.{attribute}>"
-    for stack, template in synthesized.templates.items():
-        for logical_id in template["Resources"]:
-            intrinsics.physical[(stack, logical_id)] = f"<{logical_id}>"
-    (machine,) = intrinsics.logical_ids("Workflow", "AWS::StepFunctions::StateMachine")
-    states = json.loads(intrinsics.properties("Workflow", machine)["DefinitionString"])["States"]
+    states = state_machine_definition(synthesized)["States"]
     return {name: state["Resource"] for name, state in states.items() if state["Type"] == "Task"}
 
 

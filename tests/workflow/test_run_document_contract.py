@@ -3,16 +3,15 @@ path it reads must exist in their types, so that renaming a field breaks this te
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from finetune.local.cfn import Intrinsics
 from runspec.run import RunDocument, TrainedRecord
 from tests.infra.synth import Synthesized
+from tests.workflow.definition import state_machine_definition
 
 #: Paths that start in a typed document, and the type.
 TYPED = {"$.run": RunDocument, "$.recorded": TrainedRecord}
@@ -21,13 +20,7 @@ _PATH = re.compile(r"\$\.(?:run|recorded)(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 @pytest.fixture(scope="module")
 def definition(dev: Synthesized) -> dict[str, Any]:
-    intrinsics = Intrinsics(dev.templates)
-    intrinsics.attribute_fallback = lambda stack, logical, attribute: f"<{logical}.{attribute}>"
-    for stack, template in dev.templates.items():
-        for logical_id in template["Resources"]:
-            intrinsics.physical[(stack, logical_id)] = f"<{logical_id}>"
-    (machine,) = intrinsics.logical_ids("Workflow", "AWS::StepFunctions::StateMachine")
-    return dict(json.loads(intrinsics.properties("Workflow", machine)["DefinitionString"]))
+    return state_machine_definition(dev)
 
 
 def _strings(value: Any) -> Iterator[str]:
