@@ -7,8 +7,9 @@ for by mistake) with accelerator specs and approximate on-demand prices per regi
 Face id. Both files say where their numbers come from (``as_of`` / ``source``); refresh the JSON,
 not this code, when prices or models change.
 
-Runs inside AWS Lambda (Python 3.13 + Powertools layer) and in the CLI: standard library only, no
-I/O at import time. The JSON is read once, on first use, and cached for the life of the process.
+Runs inside AWS Lambda (Python 3.13 + Powertools layer, which carries pydantic v2) and in the
+CLI: the JSON files are validated by pydantic models of their shape; no I/O at import time. The
+JSON is read once, on first use, and cached for the life of the process.
 
 Units: memory in GiB (2**30 bytes), compute in dense bf16 TFLOPS (10**12 FLOP/s), prices in USD
 per instance-hour, model sizes in billions (10**9) of parameters.
@@ -25,7 +26,9 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 __all__ = [
     "DATA_DIR",
@@ -277,121 +280,122 @@ class Catalog:
 # Loading
 
 
-def _require(obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
-    if key not in obj:
-        raise ValueError(f"catalog {where}: missing {key!r}")
-    value = obj[key]
-    # bool is an int subclass; never accept it where a number is meant
-    if isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,)):
-        raise ValueError(f"catalog {where}: {key!r} must be {kind}, got {value!r}")
-    if not isinstance(value, kind):
-        raise ValueError(f"catalog {where}: {key!r} must be {kind}, got {value!r}")
-    return value
+class _Strict(BaseModel):
+    """The catalog files' shapes: strict types (``"one"`` is not a count, ``true`` not a
+    number), unknown keys refused, every error naming the entry and the key."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 
-_NUMBER = (int, float)
+_Positive = Annotated[float, Field(gt=0, strict=False)]
+_Fraction = Annotated[float, Field(ge=0, lt=1, strict=False)]
 
 
-def _load_instance(name: str, raw: Mapping[str, Any]) -> InstanceSpec:
-    where = f"instances[{name!r}]"
-    accelerator = _require(raw, "accelerator_type", str, where)
-    if accelerator not in ("nvidia", "neuron", "none"):
-        raise ValueError(f"catalog {where}: unknown accelerator_type {accelerator!r}")
-    prices_raw = _require(raw, "usd_per_hour", dict, where)
-    prices: dict[str, float] = {}
-    for region, price in prices_raw.items():
-        if isinstance(price, bool) or not isinstance(price, _NUMBER) or price <= 0:
-            raise ValueError(f"catalog {where}: bad price {price!r} for {region}")
-        prices[region] = float(price)
-    gpu_model = raw.get("gpu_model")
-    if gpu_model is not None and not isinstance(gpu_model, str):
-        raise ValueError(f"catalog {where}: gpu_model must be a string or null")
-    return InstanceSpec(
-        name=name,
-        family=_require(raw, "family", str, where),
-        accelerator_type=accelerator,
-        gpus=_require(raw, "gpus", int, where),
-        gpu_model=gpu_model,
-        gpu_memory_gib=float(_require(raw, "gpu_memory_gib", _NUMBER, where)),
-        gpu_usable_memory_gib=float(_require(raw, "gpu_usable_memory_gib", _NUMBER, where)),
-        bf16_tflops_per_gpu=float(_require(raw, "bf16_tflops_per_gpu", _NUMBER, where)),
-        vcpus=_require(raw, "vcpus", int, where),
-        memory_gib=float(_require(raw, "memory_gib", _NUMBER, where)),
-        instance_storage=_require(raw, "instance_storage", bool, where),
-        training_supported=_require(raw, "training_supported", bool, where),
-        serving_supported=_require(raw, "serving_supported", bool, where),
-        price_kind=_require(raw, "price_kind", str, where),
-        price_basis=_require(raw, "price_basis", str, where),
-        usd_per_hour=MappingProxyType(prices),
-    )
+class _InstanceEntry(_Strict):
+    family: str
+    accelerator_type: AcceleratorType
+    gpus: Annotated[int, Field(ge=0)]
+    gpu_model: str | None
+    gpu_memory_gib: Annotated[float, Field(ge=0, strict=False)]
+    gpu_usable_memory_gib: Annotated[float, Field(ge=0, strict=False)]
+    bf16_tflops_per_gpu: Annotated[float, Field(ge=0, strict=False)]
+    vcpus: Annotated[int, Field(gt=0)]
+    memory_gib: _Positive
+    instance_storage: bool
+    training_supported: bool
+    serving_supported: bool
+    price_kind: str
+    price_basis: str
+    usd_per_hour: dict[str, _Positive]
 
 
-def _load_model(model_id: str, raw: Mapping[str, Any]) -> ModelShape:
-    where = f"models[{model_id!r}]"
-    active = raw.get("active_parameters_billions")
-    if active is not None and (isinstance(active, bool) or not isinstance(active, _NUMBER)):
-        raise ValueError(f"catalog {where}: active_parameters_billions must be a number")
-    return ModelShape(
-        name=model_id,
-        parameters_billions=float(_require(raw, "parameters_billions", _NUMBER, where)),
-        hidden_size=_require(raw, "hidden_size", int, where),
-        num_layers=_require(raw, "num_layers", int, where),
-        num_attention_heads=_require(raw, "num_attention_heads", int, where),
-        num_kv_heads=_require(raw, "num_kv_heads", int, where),
-        head_dim=_require(raw, "head_dim", int, where),
-        intermediate_size=_require(raw, "intermediate_size", int, where),
-        vocab_size=_require(raw, "vocab_size", int, where),
-        tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
-        num_experts=int(raw.get("num_experts", 1)),
-        experts_per_token=int(raw.get("experts_per_token", 1)),
-        active_parameters_billions=None if active is None else float(active),
-        fused_qkv=bool(raw.get("fused_qkv", False)),
-        fused_gate_up=bool(raw.get("fused_gate_up", False)),
-        source="catalog",
-    )
+class _SpotDiscount(_Strict):
+    note: str = ""
+    default: _Fraction
+    by_family: dict[str, _Fraction]
+
+
+class _InstancesFile(_Strict):
+    as_of: str
+    source: str
+    currency: Literal["USD"]
+    default_region: str
+    regions: list[str]
+    spot_discount: _SpotDiscount
+    instances: dict[str, _InstanceEntry]
+
+
+class _ModelEntry(_Strict):
+    parameters_billions: _Positive
+    hidden_size: Annotated[int, Field(gt=0)]
+    num_layers: Annotated[int, Field(gt=0)]
+    num_attention_heads: Annotated[int, Field(gt=0)]
+    num_kv_heads: Annotated[int, Field(gt=0)]
+    head_dim: Annotated[int, Field(gt=0)]
+    intermediate_size: Annotated[int, Field(gt=0)]
+    vocab_size: Annotated[int, Field(gt=0)]
+    tie_word_embeddings: bool = False
+    num_experts: Annotated[int, Field(ge=1)] = 1
+    experts_per_token: Annotated[int, Field(ge=1)] = 1
+    active_parameters_billions: _Positive | None = None
+    fused_qkv: bool = False
+    fused_gate_up: bool = False
+    aliases: list[str] = []
+
+
+class _ModelsFile(_Strict):
+    as_of: str
+    source: str
+    models: dict[str, _ModelEntry]
+
+
+def _validated(kind: type[_Strict], path: Path) -> Any:
+    try:
+        return kind.model_validate(json.loads(path.read_text(encoding="utf-8")))
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(repr(p) if '.' in str(p) else str(p) for p in e['loc'])}: {e['msg']}"
+            for e in error.errors()
+        )
+        raise ValueError(f"catalog {path.name}: {problems}") from None
 
 
 def load_catalog(data_dir: Path | None = None) -> Catalog:
     """Read and validate ``instances.json`` and ``models.json`` (uncached; see get_catalog)."""
     directory = DATA_DIR if data_dir is None else data_dir
-    instances_doc = json.loads((directory / "instances.json").read_text(encoding="utf-8"))
-    models_doc = json.loads((directory / "models.json").read_text(encoding="utf-8"))
-
+    instances_doc: _InstancesFile = _validated(_InstancesFile, directory / "instances.json")
+    models_doc: _ModelsFile = _validated(_ModelsFile, directory / "models.json")
     instances = {
-        name: _load_instance(name, raw)
-        for name, raw in _require(instances_doc, "instances", dict, "root").items()
+        name: InstanceSpec(
+            name=name,
+            **{**entry.model_dump(), "usd_per_hour": MappingProxyType(dict(entry.usd_per_hour))},
+        )
+        for name, entry in instances_doc.instances.items()
     }
-    spot = _require(instances_doc, "spot_discount", dict, "root")
-    by_family = {
-        str(k): float(v) for k, v in _require(spot, "by_family", dict, "spot_discount").items()
-    }
-    default_discount = float(_require(spot, "default", _NUMBER, "spot_discount"))
-    for discount in (default_discount, *by_family.values()):
-        if not 0 <= discount < 1:
-            raise ValueError(f"catalog spot_discount: {discount} is not a fraction in [0, 1)")
-
     models: dict[str, ModelShape] = {}
     aliases: dict[str, str] = {}
-    for model_id, raw in _require(models_doc, "models", dict, "root").items():
+    for model_id, entry in models_doc.models.items():
         if model_id != model_id.lower():
-            raise ValueError(f"catalog models: key {model_id!r} must be lower case")
-        models[model_id] = _load_model(model_id, raw)
-        for alias in raw.get("aliases", []):
+            raise ValueError(f"catalog models.json: models.{model_id!r} must be lower case")
+        models[model_id] = ModelShape(
+            name=model_id, source="catalog", **entry.model_dump(exclude={"aliases"})
+        )
+        for alias in entry.aliases:
             if alias != alias.lower() or alias in aliases or alias in models:
-                raise ValueError(f"catalog models: bad or duplicate alias {alias!r}")
+                raise ValueError(f"catalog models.json: bad or duplicate alias {alias!r}")
             aliases[alias] = model_id
-
+    spot = instances_doc.spot_discount
     return Catalog(
-        as_of=_require(instances_doc, "as_of", str, "root"),
-        source=_require(instances_doc, "source", str, "root"),
-        default_region=_require(instances_doc, "default_region", str, "root"),
-        regions=tuple(_require(instances_doc, "regions", list, "root")),
+        as_of=instances_doc.as_of,
+        source=instances_doc.source,
+        default_region=instances_doc.default_region,
+        regions=tuple(instances_doc.regions),
         instances=MappingProxyType(instances),
-        spot_discount_default=default_discount,
-        spot_discount_by_family=MappingProxyType(by_family),
-        spot_note=str(spot.get("note", "")),
-        models_as_of=_require(models_doc, "as_of", str, "models root"),
-        models_source=_require(models_doc, "source", str, "models root"),
+        spot_discount_default=spot.default,
+        spot_discount_by_family=MappingProxyType(dict(spot.by_family)),
+        spot_note=spot.note,
+        models_as_of=models_doc.as_of,
+        models_source=models_doc.source,
         models=MappingProxyType(models),
         model_aliases=MappingProxyType(aliases),
     )

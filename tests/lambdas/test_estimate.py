@@ -215,12 +215,24 @@ def test_catalog_model_shapes_match_their_parameter_counts() -> None:
         assert catalog.model(alias) is catalog.models[target]
 
 
-def test_catalog_load_rejects_bad_data(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("gpus", "one", r"instances\.'ml\.g5\.xlarge'\.gpus: Input should be a valid integer"),
+        ("gpus", True, r"'ml\.g5\.xlarge'\.gpus: Input should be a valid integer"),
+        ("usd_per_hour", {"us-east-1": 0}, r"usd_per_hour\.us-east-1: Input should be greater"),
+        ("accelerator_type", "tpu", r"accelerator_type: Input should be 'nvidia'"),
+        ("gpu_count", 1, r"gpu_count: Extra inputs are not permitted"),
+    ],
+)
+def test_catalog_load_rejects_bad_data(
+    tmp_path: Path, key: str, value: object, message: str
+) -> None:
     instances = json.loads((cat.DATA_DIR / "instances.json").read_text())
-    instances["instances"]["ml.g5.xlarge"]["gpus"] = "one"
+    instances["instances"]["ml.g5.xlarge"][key] = value
     (tmp_path / "instances.json").write_text(json.dumps(instances))
     (tmp_path / "models.json").write_text((cat.DATA_DIR / "models.json").read_text())
-    with pytest.raises(ValueError, match=r"ml.g5.xlarge.*'gpus'"):
+    with pytest.raises(ValueError, match=r"catalog instances\.json: .*" + message):
         cat.load_catalog(tmp_path)
 
 

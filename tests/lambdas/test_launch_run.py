@@ -386,7 +386,7 @@ def test_qlora_cannot_be_sharded_and_the_refusal_names_the_strategy(aws: Aws) ->
         },
     )
     assert found.startswith("hyperparameters.distributed_strategy: 'ml.g5.12xlarge' has 4×24")
-    assert "fsdp does not shard QLoRA's 4-bit weights" in found
+    assert "distributed_strategy=fsdp does not compose with method=qlora" in found
     assert "use hyperparameters.method 'lora'" in found
 
 
