@@ -7,6 +7,7 @@ from typing import Any
 import aws_cdk as cdk
 from constructs import Construct
 
+from stacks.components.studio_approval_deploys import ApprovalDeploys
 from stacks.components.studio_domain import StudioDomain
 from stacks.components.studio_execution_role import StudioExecutionRole
 from stacks.shared import SharedResources
@@ -51,5 +52,13 @@ class StudioStack(cdk.Stack):
             idle_timeout_minutes=config.studio_idle_timeout_minutes,
         )
         self.execution_role.allow_studio_apps(self.studio.domain_id)
+        # Approving a package in Studio's Model Registry deploys it (when its run asked).
+        self.approval_deploys = ApprovalDeploys(
+            self,
+            "ApprovalDeploys",
+            rule_name=f"{config.prefix}-deploy-approved-models",
+            package_group_name=shared.model_package_group_name,
+            state_machine_arn=shared.arns(self).state_machine,
+        )
         cdk.CfnOutput(self, "StudioDomainId", value=self.studio.domain_id)
         cdk.CfnOutput(self, "StudioExecutionRoleArn", value=self.execution_role.role.role_arn)

@@ -15,6 +15,7 @@ from typing import Any
 import boto3
 
 from finetune.local.cfn import Intrinsics
+from finetune.local.event_patches import create_event_rules
 
 __all__ = ["MOTO_CONFIG", "EmulatedPlatform", "deploy_platform"]
 
@@ -121,6 +122,8 @@ def deploy_platform(
         roleArn=properties["RoleArn"],
         type=properties.get("StateMachineType", "STANDARD"),
     )["stateMachineArn"]
+    # E.g. Studio's approval rule: delivered to the state machine by finetune.local.event_patches.
+    create_event_rules(intrinsics)
 
     return EmulatedPlatform(
         intrinsics=intrinsics,

@@ -30,6 +30,7 @@ from typing import Any, Literal, Protocol
 
 from finetune.local.call_hook import call_checks_patch
 from finetune.local.endpoint_patches import endpoint_patches, model_registry_patches
+from finetune.local.event_patches import event_patches
 from finetune.local.lambda_patches import (
     FUNCTION_LOGS,
     FakeLambdaContext,
@@ -372,6 +373,7 @@ def patched_moto(
         *lambda_patches(principals),
         *endpoint_patches(endpoint_host, principals, endpoint_transition_checks),
         *model_registry_patches(),
+        *event_patches(principals),
         *strict_asl_patches(retry_time_scale=retry_time_scale),
         parse_cache_patch(),
         call_checks_patch(
@@ -407,6 +409,7 @@ def all_rules() -> list[str]:
             *lambda_patches(None),
             *endpoint_patches(None, None),
             *model_registry_patches(),
+            *event_patches(None),
             *strict_asl_patches(),
             call_checks_patch([]),
         ]

@@ -2,7 +2,8 @@
 
 Events:
     ``{"request": {...}, "execution_name": "..."}`` (from the state machine) -> the resolved run;
-    a request ``{"deploy_run": "<run id>"}`` resolves to the deployment of that run's model.
+    a request ``{"deploy_run": "<run id>"}`` resolves to the deployment of that run's model;
+    ``{"approved_package": "<ARN>"}`` (the approval rule) to what is done about the approval.
     ``{"action": "start", "request": {...}}`` (from people or tools) -> the started execution.
 Invalid requests raise ``RunRequestInvalid``; its message lists every ``field: rule``.
 """
@@ -20,7 +21,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict
 
 from launch_run import logic
-from runspec.request import RunRequestError, is_deploy_request
+from runspec.request import RunRequestError, is_approval_request, is_deploy_request
 from runspec.settings import PlatformSettings
 
 if TYPE_CHECKING:
@@ -82,7 +83,16 @@ def handler(event: LaunchEvent, context: LambdaContext) -> dict[str, Any]:
             )
             logger.info("run started", extra=result)
             return result
-        if is_deploy_request(event.request):
+        if is_approval_request(event.request):
+            run = logic.resolve_approval(
+                event.request,
+                settings,
+                s3=_s3(),
+                sagemaker=_sagemaker(),
+                sfn=_stepfunctions(),
+                ecr=_ecr(),
+            )
+        elif is_deploy_request(event.request):
             run = logic.resolve_deployment(
                 event.request,
                 settings,

@@ -11,6 +11,8 @@ import hashlib
 import json
 from typing import TYPE_CHECKING, Any
 
+from botocore.exceptions import ClientError
+
 from launch_run.checks import deployment_problems, validate_for_platform
 from launch_run.datacheck import check_pinned_datasets
 from launch_run.pinning import channels, pin_channel, resolve_image
@@ -27,10 +29,17 @@ from runspec.request import (
     RunRequest,
     RunRequestError,
     is_deploy_request,
+    parse_approval_request,
     parse_deploy_request,
     parse_run_request,
 )
-from runspec.run import MAX_STATE_BYTES, PinnedDataset, Registration, RunDocument
+from runspec.run import (
+    MAX_STATE_BYTES,
+    ApprovalOutcome,
+    PinnedDataset,
+    Registration,
+    RunDocument,
+)
 from runspec.settings import PlatformSettings
 
 if TYPE_CHECKING:
@@ -39,7 +48,7 @@ if TYPE_CHECKING:
     from mypy_boto3_sagemaker import SageMakerClient
     from mypy_boto3_stepfunctions import SFNClient
 
-__all__ = ["resolve_deployment", "resolve_run", "start_run"]
+__all__ = ["resolve_approval", "resolve_deployment", "resolve_run", "start_run"]
 
 #: The run document travels in every state of the execution (256 KiB each, with the rest of the
 #: state): it may use at most half.
@@ -184,6 +193,92 @@ def resolve_deployment(
             ),
         }
     )
+
+
+#: The milestones that end a run's own execution (record_run.logic.TERMINAL_MILESTONES).
+_RUN_ENDED = ("rejected", "completed", "failed")
+
+
+def resolve_approval(
+    payload: object,
+    settings: PlatformSettings,
+    *,
+    s3: S3Client,
+    sagemaker: SageMakerClient,
+    sfn: SFNClient,
+    ecr: ECRClient,
+) -> RunDocument:
+    """What to do about an approved model package (``{"approved_package": "<ARN>"}``, what the
+    approval rule starts the workflow with): the run it belongs to, as recorded, with
+    ``mode: approval`` and the decision in ``approval``.
+
+    The package names its run in the ``run_id`` metadata the record function wrote (Studio users
+    may not write it), and the run's record must name this very package. Deployment is the run's
+    own request: nothing is deployed unless ``deployment.enabled`` was asked. When it was, the
+    run's one deploy execution is started (``{"deploy_run": <run id>}``, the execution
+    ``finetune promote`` starts too), so that repeated events and a promote deploy once; a
+    package registered Approved is deployed by its run's own execution, while it runs.
+    Raises RunRequestError when the package is not a platform run's or cannot be deployed."""
+    request = parse_approval_request(payload)
+    arn = request.approved_package
+    try:
+        package = sagemaker.describe_model_package(ModelPackageName=arn)
+    except ClientError as error:  # SageMaker answers a missing package ValidationException
+        if error.response["Error"]["Code"] != "ValidationException":
+            raise
+        raise RunRequestError([f"approved_package: {arn} does not exist"]) from None
+    if package.get("ModelPackageGroupName") != settings.model_package_group:
+        group = settings.model_package_group
+        raise RunRequestError([f"approved_package: {arn} is not in the platform's group {group}"])
+    run_id = (package.get("CustomerMetadataProperties") or {}).get("run_id")
+    if not run_id:
+        raise RunRequestError(
+            [f"approved_package: {arn} was not registered by a platform run (no run_id metadata)"]
+        )
+    record = read_json_if_exists(s3, settings.artifacts_bucket, f"runs/{run_id}/run.json")
+    if record is None:
+        raise RunRequestError([f"approved_package: no run {run_id!r} is recorded"])
+    registered = [
+        m.get("model_package_arn") for m in record["milestones"] if m.get("model_package_arn")
+    ]
+    if arn not in registered:
+        raise RunRequestError(
+            [
+                f"approved_package: run {run_id!r} did not register {arn} "
+                f"(it registered {registered})"
+            ]
+        )
+    run = RunDocument.model_validate(record["run"])
+    asked = parse_run_request(run.request).deployment.enabled
+    deploy_execution = None
+    if package["ModelApprovalStatus"] != "Approved":
+        decision, reason = (
+            "no-longer-approved",
+            f"the package is {package['ModelApprovalStatus']} now",
+        )
+    elif not asked:
+        decision = "not-requested"
+        reason = f"run {run_id!r} did not ask for deployment (deployment.enabled); nothing deployed"
+    elif run.registration.approval_status == "Approved" and record.get("status") not in _RUN_ENDED:
+        decision = "deployed-by-run"
+        reason = f"run {run_id!r} registered it Approved; its own execution deploys it"
+    else:
+        started = start_run(
+            {"deploy_run": run_id}, settings, sfn=sfn, s3=s3, ecr=ecr, sagemaker=sagemaker
+        )
+        deploy_execution = str(started["execution_arn"])
+        decision = "deploying"
+        reason = (
+            f"run {run_id!r} asked for deployment: its deploy execution "
+            f"{'started' if started['started'] else 'already exists'}"
+        )
+    outcome = ApprovalOutcome(
+        model_package_arn=arn,
+        decision=decision,
+        reason=reason,
+        deploy_execution_arn=deploy_execution,
+    )
+    return run.model_copy(update={"mode": "approval", "approval": outcome})
 
 
 def _recorded_model(record: dict[str, Any], package: Any, run_id: str) -> str:

@@ -33,6 +33,7 @@ __all__ = [
     "JUDGE_METRIC",
     "SCHEMA_VERSION",
     "TOKEN_METRICS",
+    "ApprovalRequest",
     "Dataset",
     "DeployRequest",
     "Deployment",
@@ -45,8 +46,10 @@ __all__ = [
     "RunRequest",
     "RunRequestError",
     "Training",
+    "is_approval_request",
     "is_deploy_request",
     "metric_direction",
+    "parse_approval_request",
     "parse_deploy_request",
     "parse_gate_rule",
     "parse_run_request",
@@ -621,6 +624,46 @@ def parse_deploy_request(payload: object) -> DeployRequest:
 
 def is_deploy_request(payload: object) -> bool:
     return isinstance(payload, Mapping) and "deploy_run" in payload
+
+
+#: A versioned model package's ARN (DescribeModelPackage's ModelPackageArn pattern).
+_PACKAGE_ARN = re.compile(
+    r"^arn:aws[a-z\-]*:sagemaker:[a-z0-9\-]{9,16}:[0-9]{12}:model-package/[a-zA-Z0-9\-]{1,63}/\d+$"
+)
+
+
+class ApprovalRequest(_Section):
+    """A model package of the platform's group was approved (in Studio's Model Registry, with
+    ``finetune promote``, or through the API): what the platform's approval rule starts the
+    workflow with, ``{"approved_package": "<ModelPackageArn>"}`` (the documented event detail
+    names the package, not the run). The launch function finds the run the package belongs to
+    and hands it to the run's deploy execution when the run asked for deployment."""
+
+    approved_package: str
+
+    @field_validator("approved_package")
+    @classmethod
+    def _package_arn(cls, value: str) -> str:
+        if not _PACKAGE_ARN.match(value):
+            raise ValueError(
+                f"{value!r} is not a versioned model package ARN "
+                "(arn:aws:sagemaker:<region>:<account>:model-package/<group>/<version>)"
+            )
+        return value
+
+
+def parse_approval_request(payload: object) -> ApprovalRequest:
+    """Validate ``payload`` as an approval; RunRequestError names each bad field."""
+    if not isinstance(payload, Mapping):
+        raise RunRequestError([f"(request): must be a JSON object, got {type(payload).__name__}"])
+    try:
+        return ApprovalRequest.model_validate(dict(payload))
+    except ValidationError as error:
+        raise RunRequestError(_describe(error, root=ApprovalRequest)) from None
+
+
+def is_approval_request(payload: object) -> bool:
+    return isinstance(payload, Mapping) and "approved_package" in payload
 
 
 def parse_run_request(payload: object) -> RunRequest:

@@ -22,6 +22,7 @@ from runspec.request import Evaluation
 __all__ = [
     "MAX_STATE_BYTES",
     "PACKAGE_METADATA_KEYS",
+    "ApprovalOutcome",
     "BestApprovedComparison",
     "DeploymentPlan",
     "GateDecision",
@@ -161,12 +162,25 @@ class DeploymentPlan(_Document):
     max_polls: int
 
 
-class RunDocument(_Document):
-    """``$.run``: a resolved run (``mode: train``) or the deployment of an earlier run's
-    approved model (``mode: deploy``; then ``model_artifacts`` and ``model_package_arn`` name
-    what is deployed)."""
+class ApprovalOutcome(_Document):
+    """What the platform did when a run's model package was approved (``mode: approval``):
+    ``deploying`` (the run's deploy execution, started or already there), ``not-requested``
+    (the run did not ask for deployment), ``deployed-by-run`` (registered Approved: the run's
+    own execution deploys it), ``no-longer-approved`` (changed again before this ran)."""
 
-    mode: Literal["train", "deploy"]
+    model_package_arn: str
+    decision: Literal["deploying", "not-requested", "deployed-by-run", "no-longer-approved"]
+    reason: str
+    deploy_execution_arn: str | None = None
+
+
+class RunDocument(_Document):
+    """``$.run``: a resolved run (``mode: train``), the deployment of an earlier run's
+    approved model (``mode: deploy``; then ``model_artifacts`` and ``model_package_arn`` name
+    what is deployed), or the handling of a package approval (``mode: approval``: the run as
+    recorded, and ``approval`` says what was done)."""
+
+    mode: Literal["train", "deploy", "approval"]
     run_id: str
     execution_name: str | None
     experiment_name: str
@@ -185,6 +199,7 @@ class RunDocument(_Document):
     tags: list[dict[str, str]]
     model_artifacts: str | None = None
     model_package_arn: str | None = None
+    approval: ApprovalOutcome | None = None
 
     def to_state(self) -> dict[str, Any]:
         """The JSON the workflow carries (API structures in their API shape)."""

@@ -56,7 +56,8 @@ def deploy_outputs(flow: Workflow) -> None:
 
 def studio_role(flow: Workflow) -> str:
     intrinsics = flow.platform.intrinsics
-    (role,) = intrinsics.logical_ids("Studio", "AWS::IAM::Role")
+    roles = intrinsics.logical_ids("Studio", "AWS::IAM::Role")
+    (role,) = [r for r in roles if r.startswith("ExecutionRole")]
     return str(intrinsics.attribute[("Studio", role, "Arn")])
 
 

@@ -74,9 +74,16 @@ def build_definition(scope: Construct, r: WorkflowResources) -> sfn.IChainable:
         result_path="$.training",
     )
     use_registered.next(deployment)
+    approval_handled = sfn.Succeed(
+        scope,
+        "Approval handled",
+        comment="A package approval (Studio's approval rule): $.run.approval says what was "
+        "done; a deployment runs as the run's own deploy execution.",
+    )
     mode = (
         sfn.Choice(scope, "Train or deploy?")
         .when(Condition.string_equals("$.run.mode", "deploy"), use_registered)
+        .when(Condition.string_equals("$.run.mode", "approval"), approval_handled)
         .otherwise(started)
     )
     receive = sfn.Pass(
