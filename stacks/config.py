@@ -12,6 +12,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, field, fields
 
+from runspec.attempts import MAX_BACKOFF_SECONDS, MAX_CAPACITY_RETRIES
 from runspec.setup import MAX_INSTANCE_COUNT
 
 __all__ = [
@@ -149,6 +150,12 @@ class PlatformConfig:
     #: The most instances one training job may use (a request's ``training.instance_count``);
     #: a multi-instance job runs one process per GPU on every instance (torchrun, DDP or FSDP).
     max_training_instances: int = 4
+    #: Training that fails for want of capacity (CapacityError, a spot wait that expired) is
+    #: retried this many times per run execution, each under a new attempt that resumes from the
+    #: run's checkpoints (runspec.attempts); the first retry waits this many minutes, each next
+    #: one twice as long (at most an hour).
+    training_capacity_retries: int = 2
+    training_capacity_backoff_minutes: int = 15
     #: Initial approval status of registered model packages.
     model_approval_status: str = "PendingManualApproval"
     #: Whether a run may set trust_remote_code: code shipped with a model then runs inside the
@@ -216,6 +223,20 @@ class PlatformConfig:
             f"{key}: max_training_instances",
             self.max_training_instances,
             f"a whole number from 1 to {MAX_INSTANCE_COUNT} (a run request's most)",
+        )
+        _check(
+            type(self.training_capacity_retries) is int
+            and 0 <= self.training_capacity_retries <= MAX_CAPACITY_RETRIES,
+            f"{key}: training_capacity_retries",
+            self.training_capacity_retries,
+            f"a whole number from 0 to {MAX_CAPACITY_RETRIES}",
+        )
+        _check(
+            type(self.training_capacity_backoff_minutes) is int
+            and 0 <= self.training_capacity_backoff_minutes <= MAX_BACKOFF_SECONDS // 60,
+            f"{key}: training_capacity_backoff_minutes",
+            self.training_capacity_backoff_minutes,
+            f"a whole number of minutes from 0 to {MAX_BACKOFF_SECONDS // 60}",
         )
         _check(
             5 <= self.studio_idle_timeout_minutes <= 525600,

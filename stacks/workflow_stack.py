@@ -84,6 +84,8 @@ class WorkflowStack(cdk.Stack):
             default_training_instance_type=config.training_instance_type,
             allowed_training_instance_types=config.allowed_training_instance_types,
             max_training_instances=config.max_training_instances,
+            training_capacity_retries=config.training_capacity_retries,
+            training_capacity_backoff_seconds=config.training_capacity_backoff_minutes * 60,
             judge_model_ids=config.judge_model_ids,
             default_endpoint_instance_type=config.endpoint_instance_type,
             model_package_group=shared.model_package_group_name,

@@ -66,6 +66,9 @@ class TrainingOutcome:
     model_artifacts: str | None = None  # S3 URI; None keeps moto's
     failure_reason: str | None = None
     billable_seconds: int = 0
+    #: DescribeTrainingJob's SecondaryStatus (None: the same as ``status``), e.g. a Stopped job's
+    #: ``MaxWaitTimeExceeded`` (spot capacity) or ``Stopped`` (StopTrainingJob).
+    secondary_status: str | None = None
 
 
 class TrainingRunner(Protocol):
@@ -279,7 +282,7 @@ def _apply_outcome(runtime: Any, name: str, outcome: TrainingOutcome) -> None:
 
     job = sagemaker_backends[runtime.account][runtime.region].training_jobs[name]
     job.training_job_status = outcome.status
-    job.secondary_status = outcome.status
+    job.secondary_status = outcome.secondary_status or outcome.status
     job.final_metric_data_list = [
         {"MetricName": metric, "Value": value, "Timestamp": job.creation_time}
         for metric, value in outcome.metrics.items()

@@ -17,6 +17,7 @@ from launch_run.checks import deployment_problems, validate_for_platform
 from launch_run.datacheck import check_pinned_datasets
 from launch_run.pinning import channels, pin_channel, resolve_image
 from launch_run.plans import deployment_plan, training_plan
+from runspec.attempts import attempt_job_name, attempt_stem
 from runspec.naming import (
     derive_run_id,
     run_id_for_execution,
@@ -39,6 +40,7 @@ from runspec.run import (
     PinnedDataset,
     Registration,
     RunDocument,
+    TrainingAttempt,
 )
 from runspec.settings import PlatformSettings
 
@@ -84,6 +86,7 @@ def resolve_run(
                 continue
             raise
     image = resolve_image(request, settings, ecr)
+    stem = attempt_stem(settings.prefix, run_id)
     tags = [{"Key": "ft:run-id", "Value": run_id}] + [
         {"Key": key, "Value": value} for key, value in sorted(request.tags.items())
     ]
@@ -113,6 +116,7 @@ def resolve_run(
             approved=settings.model_approval_status == "Approved",
         ),
         tags=tags,
+        attempt=TrainingAttempt(number=1, training_job_name=attempt_job_name(stem, 1), stem=stem),
     )
     _check_size(run)
     # Last, once everything cheaper passed: the pinned objects through the training code's

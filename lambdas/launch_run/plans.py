@@ -7,11 +7,19 @@ import hashlib
 import json
 from typing import Any
 
+from runspec.attempts import backoff_schedule
 from runspec.catalog import UnknownInstanceType, get_instance, resolve_model_shape
 from runspec.defaults import training_defaults
 from runspec.naming import deployment_resource_name
 from runspec.request import Deployment, RunRequest
-from runspec.run import DeploymentPlan, PinnedDataset, ResourceConfig, TrainingImage, TrainingJob
+from runspec.run import (
+    CapacityRetry,
+    DeploymentPlan,
+    PinnedDataset,
+    ResourceConfig,
+    TrainingImage,
+    TrainingJob,
+)
 from runspec.serving import serving_environment, serving_fit
 from runspec.settings import PlatformSettings
 from runspec.setup import DISTRIBUTED_HYPERPARAMETERS, world_size
@@ -75,6 +83,12 @@ def training_plan(
         stopping_condition=stopping_condition,
         dataset_identity=dataset_identity(datasets),
         evaluation_config=request.evaluation.job_config(),
+        capacity_retry=CapacityRetry(
+            max_retries=settings.training_capacity_retries,
+            backoff_seconds=backoff_schedule(
+                settings.training_capacity_retries, settings.training_capacity_backoff_seconds
+            ),
+        ),
     )
 
 

@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from record_run.attempts import current_job_name, recorded_attempts
 from record_run.gate import (
     BestApproved,
     basis_metadata,
@@ -76,8 +77,9 @@ def run_component_name(run: RunDocument) -> str:
 
 
 def training_component_name(run: RunDocument) -> str:
-    """The trial component SageMaker creates for a training job that carries ExperimentConfig."""
-    return f"{run.training_job_name}-aws-training-job"
+    """The trial component SageMaker creates for a training job that carries ExperimentConfig
+    (the current attempt's)."""
+    return f"{current_job_name(run)}-aws-training-job"
 
 
 def best_approved_metric(
@@ -118,7 +120,9 @@ def record_milestone(
     if milestone == "failed":
         # The run record first: a run can fail before its lineage exists (even in the step
         # that creates it), and the failure must be recorded whatever Experiments says.
-        record = _append_to_record(clients.s3, artifacts_bucket, run, milestone, details)
+        record = _append_to_record(
+            clients.s3, artifacts_bucket, run, milestone, details, sagemaker=clients.sagemaker
+        )
         ensure_lineage(clients.sagemaker, run)
         _update_component(
             clients.sagemaker, run, status="Failed", message=_failure_message(details)
@@ -134,7 +138,14 @@ def record_milestone(
         details = {**details, **result}
     else:
         _other(clients.sagemaker, run, milestone, details)
-    record = _append_to_record(clients.s3, artifacts_bucket, run, milestone, details)
+    record = _append_to_record(
+        clients.s3,
+        artifacts_bucket,
+        run,
+        milestone,
+        details,
+        sagemaker=clients.sagemaker if milestone == "trained" else None,
+    )
     _to_mlflow(clients, run, record, milestone, details)
     if milestone in TERMINAL_MILESTONES:
         result.update(summarise(record))
@@ -190,7 +201,7 @@ def mlflow_facts(
                 ),
                 "image.uri": run.image.uri,
                 "image.digest": run.image.digest or "",
-                "sagemaker.training_job": run.training_job_name,
+                "sagemaker.training_job": current_job_name(run),
             }
         )
         for comparison in gate.get("best_approved", []):
@@ -298,7 +309,8 @@ def _trained(
     clients: Clients, artifacts_bucket: str, run: RunDocument, details: dict[str, Any]
 ) -> TrainedRecord:
     sagemaker = clients.sagemaker
-    job = sagemaker.describe_training_job(TrainingJobName=run.training_job_name)
+    job_name = details.get("training", {}).get("training_job_name") or current_job_name(run)
+    job = sagemaker.describe_training_job(TrainingJobName=job_name)
     metrics = {m["MetricName"]: float(m["Value"]) for m in job.get("FinalMetricDataList", [])}
     model_uri = details.get("training", {}).get("model_artifacts")
     contract = _model_file(clients.s3, model_uri, SERVING_CONTRACT_FILE) if model_uri else None
@@ -502,7 +514,7 @@ def _package_metadata(
     later runs compare against, and the versions of both sides of the serving contract."""
     metadata = {
         "run_id": run.run_id,
-        "training_job": run.training_job_name,
+        "training_job": current_job_name(run),
         "base_model": run.base_model[:256],
         "training_image": run.image.uri[:256],
     }
@@ -533,14 +545,24 @@ def _failure_message(details: dict[str, Any]) -> str:
 
 
 def _append_to_record(
-    s3: S3Client, bucket: str, run: RunDocument, milestone: str, details: dict[str, Any]
+    s3: S3Client,
+    bucket: str,
+    run: RunDocument,
+    milestone: str,
+    details: dict[str, Any],
+    *,
+    sagemaker: SageMakerClient | None = None,
 ) -> dict[str, Any]:
+    """Add ``milestone`` to the run record; with ``sagemaker``, bring its account of the training
+    attempts up to date too (record_run.attempts)."""
     key = f"{RUNS_PREFIX}/{run.run_id}/run.json"
     record = read_json_if_exists(s3, bucket, key) or {
         "run_id": run.run_id,
         "run": run.to_state(),
         "milestones": [],
     }
+    if sagemaker is not None:
+        record["attempts"] = recorded_attempts(sagemaker, run, record.get("attempts", []))
     record["status"] = milestone
     record["updated_at"] = now().isoformat()
     record["milestones"].append({"milestone": milestone, "at": record["updated_at"], **details})

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_serializer
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 from runspec.request import Evaluation
 
@@ -24,6 +24,7 @@ __all__ = [
     "PACKAGE_METADATA_KEYS",
     "ApprovalOutcome",
     "BestApprovedComparison",
+    "CapacityRetry",
     "DeploymentPlan",
     "GateDecision",
     "PinnedDataset",
@@ -34,6 +35,7 @@ __all__ = [
     "RunDocument",
     "ScoringBasis",
     "TrainedRecord",
+    "TrainingAttempt",
     "TrainingImage",
     "TrainingJob",
 ]
@@ -119,6 +121,15 @@ class ResourceConfig(_Document):
         return {key: value for key, value in fields.items() if value is not None}
 
 
+class CapacityRetry(_Document):
+    """How the workflow retries training that failed for want of capacity (runspec.attempts):
+    at most ``max_retries`` new attempts per execution, waiting ``backoff_seconds[i]`` before
+    retry ``i``. From the platform's configuration."""
+
+    max_retries: Annotated[int, Field(ge=0)] = 0
+    backoff_seconds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=list)
+
+
 class TrainingJob(_Document):
     image_uri: str
     instance_type: str
@@ -138,6 +149,23 @@ class TrainingJob(_Document):
     #: FT_EVALUATION: what the job scores and how (runspec.request.Evaluation.job_config, read
     #: by llm_sft.evaluation.EvaluationSettings); an environment value too.
     evaluation_config: Annotated[str, Field(max_length=512)] = "{}"
+    #: Capacity failures retried under a new attempt (none in runs recorded before attempts).
+    capacity_retry: CapacityRetry = Field(default_factory=CapacityRetry)
+
+
+class TrainingAttempt(_Document):
+    """``$.run.attempt``: the training job the run is on. The launch function starts a run at
+    attempt 1 (a retried run after its last attempt); the workflow's "Next training attempt"
+    state writes the next one (number + 1, same stem) before a capacity retry."""
+
+    number: Annotated[int, Field(ge=1)]
+    #: ``<stem>-a<number>`` (runspec.attempts.attempt_job_name).
+    training_job_name: str
+    stem: str
+    #: Capacity retries made in this execution (bounded by training.capacity_retry).
+    capacity_retries: Annotated[int, Field(ge=0)] = 0
+    #: The wait before this attempt started (0 for the first).
+    backoff_seconds: Annotated[int, Field(ge=0)] = 0
 
 
 class Registration(_Document):
@@ -185,6 +213,8 @@ class RunDocument(_Document):
     execution_name: str | None
     experiment_name: str
     trial_name: str
+    #: The stem of the run's training job names, ``<prefix>-<run id>``; each attempt trains as
+    #: ``attempt.training_job_name``. (In runs recorded before attempts: the one job's name.)
     training_job_name: str
     #: The validated request with its defaults (schema version 1).
     request: dict[str, Any]
@@ -200,6 +230,18 @@ class RunDocument(_Document):
     model_artifacts: str | None = None
     model_package_arn: str | None = None
     approval: ApprovalOutcome | None = None
+
+    #: The current training attempt.
+    attempt: TrainingAttempt
+
+    @model_validator(mode="before")
+    @classmethod
+    def _first_attempt(cls, data: Any) -> Any:
+        """A run recorded before attempts trained as ``training_job_name`` itself."""
+        if isinstance(data, dict) and "attempt" not in data and "training_job_name" in data:
+            name = data["training_job_name"]
+            data = {**data, "attempt": {"number": 1, "training_job_name": name, "stem": name}}
+        return data
 
     def to_state(self) -> dict[str, Any]:
         """The JSON the workflow carries (API structures in their API shape)."""

@@ -46,6 +46,10 @@ class PlatformSettings:
     max_training_instances: int = 1
     #: Bedrock models a run may use as its judge (evaluation.judge.model_id); none by default.
     judge_model_ids: tuple[str, ...] = ()
+    #: Training that fails for want of capacity is retried this many times per execution under
+    #: a new attempt (runspec.attempts), the first retry after this many seconds, then doubling.
+    training_capacity_retries: int = 2
+    training_capacity_backoff_seconds: int = 900
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> PlatformSettings:
@@ -66,6 +70,8 @@ class PlatformSettings:
                 "endpoint_poll_seconds",
                 "endpoint_max_polls",
                 "max_training_instances",
+                "training_capacity_retries",
+                "training_capacity_backoff_seconds",
             ):
                 values[f.name] = int(raw)
             else:
@@ -95,6 +101,8 @@ _OPTIONAL = (
     "endpoint_max_polls",
     "max_training_instances",
     "judge_model_ids",
+    "training_capacity_retries",
+    "training_capacity_backoff_seconds",
 )
 
 

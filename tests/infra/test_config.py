@@ -59,6 +59,8 @@ def test_unknown_environment_names_the_key_and_the_choices() -> None:
         ({"model_approval_status": "Rejected"}, r"model_approval_status: 'Rejected' is invalid"),
         ({"mlflow_enabled": "yes"}, r"env 'dev': mlflow_enabled: 'yes' is invalid"),
         ({"notification_emails": ("nobody",)}, r"notification_emails: 'nobody' is invalid"),
+        ({"training_capacity_retries": 6}, r"training_capacity_retries: 6 is invalid"),
+        ({"training_capacity_backoff_minutes": 61}, r"training_capacity_backoff_minutes: 61 "),
     ],
 )
 def test_invalid_value_names_the_key(change: dict[str, object], message: str) -> None:

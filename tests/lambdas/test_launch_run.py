@@ -9,6 +9,7 @@ import pytest
 
 from launch_run.logic import resolve_run, start_run
 from llm_sft.hyperparameters import HYPERPARAMETER_NAMES, parse_hyperparameters
+from runspec.attempts import attempt_job_name
 from runspec.request import Hyperparameters, RunRequestError, parse_run_request
 from tests.lambdas.conftest import CHAT_ROW, Aws, make_settings
 
@@ -36,6 +37,15 @@ def test_empty_request_resolves_to_documented_defaults(aws: Aws) -> None:
 
     assert run["run_id"].startswith("default-")
     assert run["training_job_name"] == f"llmft-test-{run['run_id']}"
+    # Attempt 1 of the run; capacity failures are retried twice, after 15 and 30 minutes.
+    assert run["attempt"] == {
+        "number": 1,
+        "training_job_name": f"llmft-test-{run['run_id']}-a1",
+        "stem": f"llmft-test-{run['run_id']}",
+        "capacity_retries": 0,
+        "backoff_seconds": 0,
+    }
+    assert run["training"]["capacity_retry"] == {"max_retries": 2, "backoff_seconds": [900, 1800]}
     training = run["training"]
     assert training["instance_type"] == "ml.g5.2xlarge"
     assert training["spot"] is True
@@ -212,6 +222,10 @@ def test_long_names_stay_within_sagemakers_limit(aws: Aws) -> None:
     run = resolve(aws, {"run_name": run_name, "deployment": {"enabled": True}}, execution_name="e")
     assert len(run["deployment"]["model_name"]) <= 63
     assert len(run["training_job_name"]) <= 63
+    # Every attempt a run can make, user retries included (runspec.attempts).
+    last = attempt_job_name(run["attempt"]["stem"], 999)
+    assert len(last) <= 63
+    assert last.startswith(f"llmft-test-{run_name[:20]}")
 
 
 def test_a_run_too_large_for_the_workflow_state_is_refused(aws: Aws) -> None:
@@ -423,7 +437,7 @@ def test_a_multi_instance_job_passes_createtrainingjobs_documented_constraints(a
     )
     training = run["training"]
     request = {
-        "TrainingJobName": run["training_job_name"],
+        "TrainingJobName": run["attempt"]["training_job_name"],
         "RoleArn": "arn:aws:iam::123456789012:role/training",
         "AlgorithmSpecification": {
             "TrainingImage": training["image_uri"],

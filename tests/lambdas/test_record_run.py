@@ -40,7 +40,7 @@ def create_job(aws: Aws, run: RunDocument, metrics: dict[str, float]) -> None:
     from moto.sagemaker.models import sagemaker_backends
 
     aws.client("sagemaker").create_training_job(
-        TrainingJobName=run.training_job_name,
+        TrainingJobName=run.attempt.training_job_name,
         AlgorithmSpecification={
             "TrainingImage": run.training.image_uri,
             "TrainingInputMode": "File",
@@ -50,7 +50,9 @@ def create_job(aws: Aws, run: RunDocument, metrics: dict[str, float]) -> None:
         ResourceConfig={"InstanceType": "ml.g5.2xlarge", "InstanceCount": 1, "VolumeSizeInGB": 50},
         StoppingCondition={"MaxRuntimeInSeconds": 3600},
     )
-    job = sagemaker_backends["123456789012"]["us-east-1"].training_jobs[run.training_job_name]
+    job = sagemaker_backends["123456789012"]["us-east-1"].training_jobs[
+        run.attempt.training_job_name
+    ]
     job.final_metric_data_list = [
         {"MetricName": k, "Value": v, "Timestamp": job.creation_time} for k, v in metrics.items()
     ]

@@ -50,9 +50,13 @@ class ScriptedTraining:
     failure_reason: str | None = None
     status: str = "Completed"
     jobs: list[dict[str, Any]] = field(default_factory=list)
+    #: Outcomes of the next jobs, in order, before the scripted default (e.g. capacity errors).
+    next_outcomes: list[TrainingOutcome] = field(default_factory=list)
 
     def __call__(self, parameters: dict[str, Any]) -> TrainingOutcome:
         self.jobs.append(parameters)
+        if self.next_outcomes:
+            return self.next_outcomes.pop(0)
         output = parameters["OutputDataConfig"]["S3OutputPath"]
         model = f"{output}{parameters['TrainingJobName']}/output/model/"
         if self.failure_reason is not None:
@@ -207,8 +211,13 @@ def _workflow(
     ):
         platform = deploy_platform(
             synthesized.templates,
-            # Endpoint checks every 0 s instead of 60 s; the loop is the same.
-            function_environment_overrides={"FT_ENDPOINT_POLL_SECONDS": "0", **overrides},
+            # Endpoint checks every 0 s instead of 60 s, capacity retries after 0 s instead of
+            # 15 minutes; the loops are the same.
+            function_environment_overrides={
+                "FT_ENDPOINT_POLL_SECONDS": "0",
+                "FT_TRAINING_CAPACITY_BACKOFF_SECONDS": "0",
+                **overrides,
+            },
         )
         iam.load(platform.intrinsics)
         app = platform.mlflow_app_arn

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from llm_sft.metrics import METRIC_DEFINITIONS
+from runspec.attempts import cause_patterns
 from stacks.components.workflow import retries
 from tests.infra.synth import Synthesized
 from tests.workflow.definition import state_machine_definition
@@ -63,9 +64,49 @@ def test_train_runs_the_job_synchronously_with_fixed_security_settings(
             "Variable": "$.training.status",
             "StringEquals": "Completed",
             "Next": "Record training and evaluation",
-        }
+        },
+        # A spot job that waited too long for capacity: another attempt (runspec.attempts).
+        {
+            "Variable": "$.training.secondary_status",
+            "StringEquals": "MaxWaitTimeExceeded",
+            "Next": "Capacity retry left?",
+        },
     ]
     assert completed["Default"] == "Training did not complete"
+    assert parameters["TrainingJobName.$"] == "$.run.attempt.training_job_name"
+
+
+def test_only_capacity_failures_train_again_and_boundedly(
+    states: dict[str, dict[str, Any]],
+) -> None:
+    capacity, other = states["Train model"]["Catch"]
+    assert capacity == {
+        "ErrorEquals": ["States.TaskFailed"],
+        "ResultPath": "$.error",
+        "Next": "Capacity failure?",
+    }
+    assert other["ErrorEquals"] == ["States.ALL"]
+    assert other["Next"] == "Run resolved?"
+    missing_cause, matched = states["Capacity failure?"]["Choices"]
+    assert missing_cause["Next"] == "Run resolved?"
+    assert [rule["StringMatches"] for rule in matched["Or"]] == cause_patterns()
+    assert matched["Next"] == "Capacity retry left?"
+    assert states["Capacity failure?"]["Default"] == "Run resolved?"
+    (left,) = states["Capacity retry left?"]["Choices"]
+    assert left == {
+        "Variable": "$.run.attempt.capacity_retries",
+        "NumericLessThanPath": "$.run.training.capacity_retry.max_retries",
+        "Next": "Next training attempt",
+    }
+    assert states["Capacity retry left?"]["Default"] == "Capacity retries exhausted"
+    next_attempt = states["Next training attempt"]
+    assert next_attempt["ResultPath"] == "$.run.attempt"
+    assert next_attempt["Next"] == "Back off before the next attempt"
+    assert states["Back off before the next attempt"] == {
+        "Type": "Wait",
+        "SecondsPath": "$.run.attempt.backoff_seconds",
+        "Next": "Train model",
+    }
 
 
 def test_task_resources_carry_the_stack_partition(dev: Synthesized) -> None:
@@ -98,7 +139,7 @@ def test_catches_lead_to_the_failure_record_then_notification(
     states: dict[str, dict[str, Any]],
 ) -> None:
     for name in ("Validate and resolve run", "Train model", "Register model", "Create model"):
-        (catch,) = states[name]["Catch"]
+        catch = states[name]["Catch"][-1]  # training catches capacity failures first
         assert catch == {
             "ErrorEquals": ["States.ALL"],
             "ResultPath": "$.error",

@@ -87,7 +87,7 @@ def test_happy_path_trains_records_registers_deploys_and_notifies(workflow: Work
     run_id = run["run_id"]
 
     (job,) = workflow.training.jobs
-    assert job["TrainingJobName"] == f"llmft-local-{run_id}"
+    assert job["TrainingJobName"] == f"llmft-local-{run_id}-a1"
     assert job["EnableManagedSpotTraining"] is True
     assert (
         job["StoppingCondition"]["MaxWaitTimeInSeconds"]
@@ -138,7 +138,8 @@ def test_run_is_recorded_in_sagemaker_experiments(workflow: Workflow) -> None:
         "TrialComponentSummaries"
     ]
     names = {c["TrialComponentName"] for c in components}
-    assert names == {f"{run['trial_name']}-run", f"{run['training_job_name']}-aws-training-job"}
+    job = run["attempt"]["training_job_name"]
+    assert names == {f"{run['trial_name']}-run", f"{job}-aws-training-job"}
 
     component = sagemaker.describe_trial_component(TrialComponentName=f"{run['trial_name']}-run")
     assert component["Status"]["PrimaryStatus"] == "Completed"

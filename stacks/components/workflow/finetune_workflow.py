@@ -10,6 +10,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_stepfunctions as sfn
 from constructs import Construct
 
+from runspec.attempts import MAX_BACKOFF_SECONDS, MAX_CAPACITY_RETRIES
 from runspec.request import MAX_TRAINING_HOURS
 from runspec.settings import PlatformSettings
 from stacks.components.arns import PlatformArns
@@ -19,16 +20,19 @@ from stacks.components.managed_policy_role import ManagedPolicyRole
 from stacks.components.workflow.definition import WorkflowResources, build_definition
 from stacks.nag import acknowledge_wildcard_resources
 
-#: The longest training (and spot wait) launch accepts; three endpoint waits (deployment, the
+#: The longest training (and spot wait) launch accepts, for every attempt the most capacity
+#: retries allow, with their backoffs (runspec.attempts); three endpoint waits (deployment, the
 #: wait for an endpoint in transition before a rollback, the restore); a day for everything else
 #: (recording, registration, retries). An execution timeout is caught by nothing - no record,
-#: no notification - so a run launch accepted must never reach it.
+#: no notification - so a run launch accepted must never reach it. (A Standard workflow may run
+#: for a year: this is about 170 days.)
 _ENDPOINT_WAIT_SECONDS = (
     PlatformSettings.endpoint_poll_seconds * PlatformSettings.endpoint_max_polls
 )
-RUN_TIMEOUT = cdk.Duration.seconds(
-    int(MAX_TRAINING_HOURS * 3600 + 3 * _ENDPOINT_WAIT_SECONDS + 24 * 3600)
+_TRAINING_SECONDS = (MAX_CAPACITY_RETRIES + 1) * MAX_TRAINING_HOURS * 3600 + (
+    MAX_CAPACITY_RETRIES * MAX_BACKOFF_SECONDS
 )
+RUN_TIMEOUT = cdk.Duration.seconds(int(_TRAINING_SECONDS + 3 * _ENDPOINT_WAIT_SECONDS + 24 * 3600))
 
 
 class FineTuneWorkflow(Construct):
