@@ -29,6 +29,7 @@ from finetune.errors import EXIT_FAILED, EXIT_USAGE, CliError
 from finetune.progress import RunProgress
 from finetune.records import INTERRUPTED_HINT, KEY_PARAMETERS, RunRow, mark_best, run_row
 from finetune.runfile import load_run_file
+from finetune.stage_model import stage_model_command
 
 app = typer.Typer(
     name="finetune",
@@ -38,6 +39,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(data_app)  # finetune data check | upload
+app.command("stage-model")(stage_model_command)  # a pinned Hub snapshot in the datasets bucket
 REPO = Path(__file__).resolve().parents[1]
 DEMO_RUNS = (REPO / "examples/runs/local-demo-a.yaml", REPO / "examples/runs/local-demo-b.yaml")
 T = TypeVar("T")

@@ -79,7 +79,7 @@ class AwsBackend:
     def launch(
         self, document: dict[str, Any], *, reporter: Reporter, wait: bool, serve: bool
     ) -> ExecutionOutcome:
-        started = start(document, self.settings(), self.client)
+        started = start(self._pinned(document), self.settings(), self.client)
         verb = "started" if started["started"] else "already started"
         reporter.message(f"run {started['run_id']}: {verb} ({started['execution_arn']})")
         if not wait:
@@ -92,6 +92,16 @@ class AwsBackend:
         return self._follow(
             started["execution_arn"], started["run_id"], progress_for(document), reporter
         )
+
+    def _pinned(self, document: dict[str, Any]) -> dict[str, Any]:
+        """A JumpStart base model resolved in this region with the SageMaker SDK (the launch
+        function has no SDK and requires the pin: finetune.base_models)."""
+        from finetune.base_models import JumpStartError, pin_base_model
+
+        try:
+            return pin_base_model(document, region=self.session.region_name)
+        except JumpStartError as error:
+            raise CliError(str(error), exit_code=EXIT_USAGE) from None
 
     def _follow(
         self, execution_arn: str, run_id: str, progress: RunProgress, reporter: Reporter

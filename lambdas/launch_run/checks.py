@@ -8,6 +8,7 @@ from the request (runspec.setup); the estimator's suggestions are worded here in
 
 from __future__ import annotations
 
+from launch_run.base_models import base_model_problems
 from runspec.catalog import UnknownInstanceType, get_instance
 from runspec.estimate import Suggestion, check_fit
 from runspec.request import S3_URI, RunRequest
@@ -88,18 +89,7 @@ def _data_location_problems(request: RunRequest, settings: PlatformSettings) -> 
                 f"{field}: {uri!r} is outside the platform's datasets bucket "
                 f"{settings.datasets_bucket!r} (training jobs may read only that bucket)"
             )
-    if request.base_model.startswith("s3://"):
-        bucket = S3_URI.match(request.base_model).group("bucket")  # type: ignore[union-attr]
-        if bucket != settings.datasets_bucket:
-            problems.append(
-                f"base_model: {request.base_model!r} is outside the platform's datasets bucket "
-                f"{settings.datasets_bucket!r}; stage the model folder there"
-            )
-    elif not settings.internet_egress:
-        problems.append(
-            f"base_model: {request.base_model!r} is a Hugging Face Hub id, but this platform has "
-            "no internet egress; stage the model in the datasets bucket and give its s3:// folder"
-        )
+    problems.extend(base_model_problems(request, settings))
     if request.training.option == "script-mode" and not settings.internet_egress:
         problems.append(
             "training.option: 'script-mode' installs training_code/requirements.txt when the job "

@@ -7,6 +7,7 @@ import hashlib
 import json
 from typing import Any
 
+from launch_run.base_models import model_channel_source
 from runspec.attempts import backoff_schedule
 from runspec.catalog import UnknownInstanceType, get_instance, resolve_model_shape
 from runspec.defaults import training_defaults
@@ -55,8 +56,11 @@ def training_plan(
             }
         )
     input_data_config = [_s3_channel(name, dataset.uri) for name, dataset in datasets.items()]
-    if request.base_model.startswith("s3://"):
-        input_data_config.append(_s3_channel("model", request.base_model))
+    model_source = model_channel_source(request, settings.region)
+    if model_source is not None:
+        channel = _s3_channel("model", model_source["S3Uri"])
+        channel["DataSource"]["S3DataSource"].update(model_source)
+        input_data_config.append(channel)
     stopping_condition: dict[str, int] = {"MaxRuntimeInSeconds": training.max_runtime_seconds}
     if training.max_wait_seconds is not None:
         stopping_condition["MaxWaitTimeInSeconds"] = training.max_wait_seconds

@@ -43,6 +43,7 @@ __all__ = [
     "Generation",
     "Hyperparameters",
     "Judge",
+    "JumpStartModel",
     "RunRequest",
     "RunRequestError",
     "Training",
@@ -63,6 +64,11 @@ S3_URI = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])/(?P<ke
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]{0,95}/[\w.\-]{1,96}$")
 
 DEFAULT_BASE_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
+
+#: ``jumpstart:<model id>`` or ``jumpstart:<model id>@<version>``: a SageMaker JumpStart model.
+JUMPSTART_ID = re.compile(
+    r"^jumpstart:(?P<model_id>[a-z0-9][a-z0-9\-]{0,127})(@(?P<version>\d+\.\d+\.\d+))?$"
+)
 
 
 class RunRequestError(ValueError):
@@ -551,6 +557,31 @@ class Deployment(_Section):
     _instance_type = field_validator("instance_type")(classmethod(lambda cls, v: _instance(v)))
 
 
+class JumpStartModel(_Section):
+    """A JumpStart base model as it was resolved before launch (``finetune launch``, the Studio
+    notebook: the SageMaker SDK's JumpStart metadata for the region), so that the run names
+    exactly what it trained on. Written by the tools, not by hand (runspec.request.JUMPSTART_ID
+    names the model; launch_run.base_models checks the pin)."""
+
+    model_id: Annotated[str, Field(min_length=1, max_length=128)]
+    #: The model version the metadata resolved (JumpStart versions are semantic versions).
+    version: Annotated[str, Field(pattern=r"^\d+\.\d+\.\d+$")]
+    #: The model's weights: an S3 folder in the region's JumpStart bucket (the private one for
+    #: models behind a license).
+    artifact_uri: str
+    #: The license the model is offered under (an s3:// object), when it has one: then the
+    #: request must say accept_eula: true.
+    eula_uri: str | None = None
+
+    @field_validator("artifact_uri")
+    @classmethod
+    def _folder(cls, value: str) -> str:
+        match = S3_URI.match(value)
+        if not match or not match.group("key") or not value.endswith("/"):
+            raise ValueError(f"{value!r} is not an s3://bucket/prefix/ folder")
+        return value
+
+
 class RunRequest(_Section):
     """A fine-tuning run. ``{}`` means: fine-tune the default base model on the default dataset
     (``s3://<datasets bucket>/datasets/default/``) with LoRA on the default instance, gate on
@@ -560,9 +591,17 @@ class RunRequest(_Section):
     #: Optional; the run id is derived from it (or from the request's content when absent).
     run_name: Annotated[str, Field(max_length=40, pattern=_NAME)] | None = None
     experiment_name: Annotated[str, Field(min_length=1, max_length=24, pattern=_NAME)] = "default"
-    #: A Hugging Face Hub id (needs internet egress) or an s3:// folder in the datasets bucket
-    #: holding a saved model (config.json, weights, tokenizer).
+    #: A Hugging Face Hub id (needs internet egress), an s3:// folder in the datasets bucket
+    #: holding a saved model (config.json, weights, tokenizer; ``finetune stage-model`` copies a
+    #: Hub snapshot there), or ``jumpstart:<model id>[@<version>]`` (a SageMaker JumpStart model:
+    #: no token, no egress; resolved into ``jumpstart`` before launch).
     base_model: str = DEFAULT_BASE_MODEL
+    #: The JumpStart resolution of ``base_model`` (written by finetune launch / the notebook).
+    jumpstart: JumpStartModel | None = None
+    #: I have read and accept the base model's end-user license agreement: required for
+    #: JumpStart models that have one (the training job passes it to SageMaker as
+    #: ModelAccessConfig.AcceptEula).
+    accept_eula: bool = False
     #: Size hint for the memory estimate when the model id does not say (e.g. '8b').
     model_parameters_billions: Annotated[float, Field(gt=0, le=2000)] | None = None
     #: None: the platform's default dataset location.
@@ -577,13 +616,44 @@ class RunRequest(_Section):
     @field_validator("base_model")
     @classmethod
     def _base_model(cls, value: str) -> str:
-        if value.startswith("s3://"):
+        if value.startswith("jumpstart:"):
+            if not JUMPSTART_ID.match(value):
+                raise ValueError(
+                    f"{value!r} is not a JumpStart model like 'jumpstart:<model id>' or "
+                    "'jumpstart:<model id>@<version>' (ids are lower-case letters, digits, '-')"
+                )
+        elif value.startswith("s3://"):
             match = S3_URI.match(value)
             if not match or not match.group("key") or not value.endswith("/"):
                 raise ValueError(f"{value!r} is not an s3://bucket/prefix/ folder (end it with /)")
         elif not HUB_ID.match(value):
-            raise ValueError(f"{value!r} is neither a Hub id like 'org/name' nor an s3:// folder")
+            raise ValueError(
+                f"{value!r} is neither a Hub id like 'org/name', an s3:// folder nor "
+                "'jumpstart:<model id>'"
+            )
         return value
+
+    @model_validator(mode="after")
+    def _jumpstart_resolved(self) -> RunRequest:
+        match = JUMPSTART_ID.match(self.base_model)
+        if match is None:
+            if self.jumpstart is not None:
+                raise ValueError("jumpstart: only for a base_model 'jumpstart:<model id>'")
+            return self
+        if self.jumpstart is None:
+            return self  # pinned before launch (launch_run.base_models requires it)
+        if self.jumpstart.model_id != match.group("model_id"):
+            raise ValueError(
+                f"jumpstart.model_id {self.jumpstart.model_id!r} is not the model of base_model "
+                f"{self.base_model!r}"
+            )
+        version = match.group("version")
+        if version is not None and self.jumpstart.version != version:
+            raise ValueError(
+                f"jumpstart.version {self.jumpstart.version!r} is not the version base_model "
+                f"asks for ({version})"
+            )
+        return self
 
     @field_validator("tags")
     @classmethod

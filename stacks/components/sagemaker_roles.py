@@ -13,6 +13,7 @@ from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_s3_assets as s3_assets
 from constructs import Construct
 
+from launch_run.base_models import jumpstart_buckets
 from llm_sft.tracking import MLFLOW_CALLS
 from stacks.components.arns import PlatformArns
 from stacks.components.huggingface_images import RegionalImage
@@ -264,6 +265,24 @@ class TrainingJobRole(Construct):
                 ],
             )
         )
+        # JumpStart base models (base_model: jumpstart:<id>): the region's JumpStart buckets
+        # (public, and gated for licensed models) through the S3 gateway endpoint. Reading from
+        # another account's bucket needs the identity policy to allow it too.
+        jumpstart = [
+            f"arn:{cdk.Aws.PARTITION}:s3:::{bucket}" for bucket in jumpstart_buckets(cdk.Aws.REGION)
+        ]
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ReadJumpStartModels",
+                actions=["s3:GetObject"],
+                resources=[f"{bucket}/*" for bucket in jumpstart],
+            )
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ListJumpStartModels", actions=["s3:ListBucket"], resources=jumpstart
+            )
+        )
         _pull_images(
             role, [custom_image_repository.repository_arn, script_mode_image.repository_arn(self)]
         )
@@ -271,7 +290,13 @@ class TrainingJobRole(Construct):
         _vpc_access(role, vpc)
         if judge_model_ids:
             role.add_to_policy(judge_model_statement(cdk.Stack.of(self), judge_model_ids))
-        wildcards = [datasets_objects, model_objects, checkpoint_objects, log_groups]
+        wildcards = [
+            datasets_objects,
+            model_objects,
+            checkpoint_objects,
+            log_groups,
+            *(f"{bucket}/*" for bucket in jumpstart),
+        ]
         if mlflow_app_arn is not None:
             for statement in mlflow_app_statements(mlflow_app_arn, artifacts_bucket):
                 role.add_to_policy(statement)
@@ -281,7 +306,8 @@ class TrainingJobRole(Construct):
             "Channels are any objects of the platform's datasets bucket; each job writes its "
             "model under models/<run>/, checkpoints under checkpoints/<run>/ and MLflow "
             "artifacts under mlflow/; each job's logs go to its own stream in the SageMaker "
-            "training log group.",
+            "training log group; JumpStart base models are read from the region's JumpStart "
+            "buckets (weights folders named by the model's metadata).",
             *wildcards,
         )
         _acknowledge_service_wildcards(role)

@@ -19,6 +19,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
+from launch_run.base_models import jumpstart_buckets
 from runspec.run import PACKAGE_METADATA_KEYS
 from stacks.components.arns import PlatformArns, sagemaker_arn
 from stacks.components.key_use import READ_WRITE, use_key_via
@@ -124,6 +125,9 @@ class StudioExecutionRole(Construct):
     def _data(self, datasets: s3.IBucket, artifacts: s3.IBucket, key: kms.IKey) -> None:
         role = self.role
         dataset_objects = datasets.arn_for_objects("*")
+        jumpstart_metadata = (
+            f"arn:{cdk.Aws.PARTITION}:s3:::{jumpstart_buckets(cdk.Aws.REGION)[0]}/*"
+        )
         readable = [
             artifacts.arn_for_objects(f"{prefix}/*")
             for prefix in (MODELS_PREFIX, RUNS_PREFIX, MLFLOW_ARTIFACT_PREFIX)
@@ -142,6 +146,9 @@ class StudioExecutionRole(Construct):
                 [datasets.bucket_arn],
             ),
             ("ReadModelsAndRuns", ["s3:GetObject"], readable),
+            # finetune launch / the notebook resolve jumpstart:<id> base models with the
+            # SageMaker SDK, which reads the JumpStart metadata (manifest, specs) there.
+            ("ReadJumpStartMetadata", ["s3:GetObject"], [jumpstart_metadata]),
         ]
         for sid, actions, resources in statements:
             role.add_to_policy(iam.PolicyStatement(sid=sid, actions=actions, resources=resources))
@@ -188,9 +195,11 @@ class StudioExecutionRole(Construct):
             role.policy,
             "Datasets are uploaded and read by key anywhere in the platform's datasets bucket; "
             "models, run records and MLflow artifacts are read by key under their prefixes of "
-            "the artifacts bucket.",
+            "the artifacts bucket; JumpStart's metadata files (manifest and model specs) are "
+            "read from the region's JumpStart bucket.",
             dataset_objects,
             *readable,
+            jumpstart_metadata,
         )
 
     def _runs(self, arns: PlatformArns, stack_names: Sequence[str], launch_function: str) -> None:
