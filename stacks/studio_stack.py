@@ -10,6 +10,7 @@ from constructs import Construct
 from stacks.components.studio_approval_deploys import ApprovalDeploys
 from stacks.components.studio_domain import StudioDomain
 from stacks.components.studio_execution_role import StudioExecutionRole
+from stacks.components.studio_lifecycle import StudioSetup
 from stacks.shared import SharedResources
 
 
@@ -38,6 +39,15 @@ class StudioStack(cdk.Stack):
             stack_names=(config.stack_name("data"), config.stack_name("workflow")),
             launch_function_name=config.launch_function_name,
         )
+        # From the first login: the finetune CLI and the walkthrough notebook in JupyterLab.
+        self.setup = StudioSetup(
+            self,
+            "Setup",
+            name=f"{config.prefix}-jupyterlab-setup",
+            platform_env=config.env_name,
+            prefix=config.prefix,
+            studio_role=self.execution_role.role,
+        )
         self.studio = StudioDomain(
             self,
             "Studio",
@@ -50,6 +60,7 @@ class StudioStack(cdk.Stack):
             user_names=config.studio_users,
             default_instance_type=config.studio_default_instance_type,
             idle_timeout_minutes=config.studio_idle_timeout_minutes,
+            lifecycle_config_arn=self.setup.arn,
         )
         self.execution_role.allow_studio_apps(self.studio.domain_id)
         # Approving a package in Studio's Model Registry deploys it (when its run asked).

@@ -26,6 +26,8 @@ class StudioDomain(Construct):
         user_names: user profiles to create.
         default_instance_type: JupyterLab's default instance type.
         idle_timeout_minutes: idle apps shut down after this long.
+        lifecycle_config_arn: JupyterLab's default lifecycle configuration (runs at every app
+            start; default none).
 
     Attributes:
         domain: the L1 domain; ``domain_id`` its id.
@@ -46,6 +48,7 @@ class StudioDomain(Construct):
         user_names: Sequence[str],
         default_instance_type: str,
         idle_timeout_minutes: int,
+        lifecycle_config_arn: str | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         idle_settings = sagemaker.CfnDomain.IdleSettingsProperty(
@@ -73,8 +76,10 @@ class StudioDomain(Construct):
                 default_landing_uri="studio::",
                 jupyter_lab_app_settings=sagemaker.CfnDomain.JupyterLabAppSettingsProperty(
                     default_resource_spec=sagemaker.CfnDomain.ResourceSpecProperty(
-                        instance_type=default_instance_type
+                        instance_type=default_instance_type,
+                        lifecycle_config_arn=lifecycle_config_arn,
                     ),
+                    lifecycle_config_arns=[lifecycle_config_arn] if lifecycle_config_arn else None,
                     app_lifecycle_management=lifecycle,
                 ),
                 code_editor_app_settings=sagemaker.CfnDomain.CodeEditorAppSettingsProperty(
