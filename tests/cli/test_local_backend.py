@@ -54,7 +54,7 @@ def test_runs_are_recorded_with_pinned_data_and_a_servable_model(
     assert pinned["version_id"]
     assert pinned["etag"]
     (artifacts,) = {o.bucket for o in _objects(store) if "-artifacts-" in o.bucket}
-    model = "models/demo-lr-3e-3/llmft-local-demo-lr-3e-3/output/model/"
+    model = "models/demo-lr-3e-3/llmft-local-demo-lr-3e-3-a1/output/model/"
     keys = store.object_keys(artifacts, model)
     assert f"{model}model.safetensors" in keys
     assert f"{model}tokenizer.json" in keys
@@ -138,6 +138,27 @@ def test_promote_approves_and_redeploys_the_run(
     # Promoting keeps what the package says about its run: must_beat_best_approved reads it.
     assert {p.metadata["run_id"] for p in packages} == {"demo-lr-3e-4", "demo-lr-3e-3"}
     assert all(float(p.metadata["eval_loss"]) > 0 for p in packages)
+
+
+def test_endpoints_lists_what_serves_and_undeploy_deletes_it(
+    demo: tuple[Path, list[dict[str, Any]]],
+) -> None:
+    state, _ = demo
+    listed = invoke(state, "endpoints", "--json")
+    assert listed.exit_code == 0, listed.output
+    (endpoint,) = json.loads(listed.stdout)
+    assert endpoint["name"] == "llmft-local-demo"
+    assert endpoint["run_id"] in {"demo-lr-3e-4", "demo-lr-3e-3"}
+
+    result = invoke(state, "undeploy", "demo", "--json")
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["states"][-1] == "Endpoint undeployed"
+    assert json.loads(invoke(state, "endpoints", "--json").stdout) == []
+    rows = json.loads(invoke(state, "runs", "--json").stdout)
+    assert {r["run_id"] for r in rows} == {"demo-lr-3e-4", "demo-lr-3e-3"}  # no extra run
+    served = next(r for r in rows if r["run_id"] == endpoint["run_id"])
+    assert served["status"] == "completed"
 
 
 def test_a_run_the_platform_refuses_exits_2_without_training(

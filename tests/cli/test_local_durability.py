@@ -343,7 +343,7 @@ def test_two_terminals_promoting_at_once_keep_both_packages_and_their_metadata(
     for name in ("dur-a", "dur-b"):  # A's approval was committed before its deploy was killed
         assert packages[name].status == "Approved"
         assert float(packages[name].metadata["eval_loss"]) > 0
-        assert packages[name].metadata["training_job"] == f"llmft-local-{name}"
+        assert packages[name].metadata["training_job"] == f"llmft-local-{name}-a1"  # first attempt
 
 
 def test_an_interrupted_deployment_is_retried_by_promoting_again(scenario: Scenario) -> None:
