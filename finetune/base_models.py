@@ -16,6 +16,7 @@ kept in step with the SDK by the platform. The CLI and the notebook already have
 
 from __future__ import annotations
 
+import importlib
 import logging
 from typing import Any
 
@@ -37,16 +38,12 @@ def resolve_jumpstart(base_model: str, *, region: str) -> dict[str, Any]:
     model_id, version = match.group("model_id"), match.group("version") or "*"
     # The SDK logs a hint for wildcard versions and the EULA text's URL; the pin says both.
     logging.getLogger("sagemaker.jumpstart").setLevel(logging.ERROR)
-    from sagemaker.core import model_uris
-    from sagemaker.core.jumpstart.accessors import JumpStartModelsAccessor
-    from sagemaker.core.jumpstart.utils import get_jumpstart_content_bucket
+    model_uris, accessor, content_bucket = _jumpstart_sdk()
 
     # One resolution per process, from the metadata as it is now (the SDK caches for hours).
-    JumpStartModelsAccessor.reset_cache()
+    accessor.reset_cache()
     try:
-        specs = JumpStartModelsAccessor.get_model_specs(
-            region=region, model_id=model_id, version=version
-        )
+        specs = accessor.get_model_specs(region=region, model_id=model_id, version=version)
     except (KeyError, ValueError) as error:
         raise JumpStartError(
             f"base_model: JumpStart has no model {model_id!r}"
@@ -64,8 +61,23 @@ def resolve_jumpstart(base_model: str, *, region: str) -> dict[str, Any]:
         )
     pin: dict[str, Any] = {"model_id": model_id, "version": specs.version, "artifact_uri": artifact}
     if specs.hosting_eula_key:
-        pin["eula_uri"] = f"s3://{get_jumpstart_content_bucket(region)}/{specs.hosting_eula_key}"
+        pin["eula_uri"] = f"s3://{content_bucket(region)}/{specs.hosting_eula_key}"
     return pin
+
+
+def _jumpstart_sdk() -> tuple[Any, Any, Any]:
+    """The SageMaker SDK's JumpStart pieces: ``sagemaker.core`` (SDK v3, and the CLI's
+    sagemaker-core), or the ``sagemaker`` v2 SDK that Studio images may carry; same names."""
+    try:
+        root = "sagemaker.core"
+        importlib.import_module(f"{root}.jumpstart.accessors")
+    except ImportError:  # the v2 SDK
+        root = "sagemaker"
+    return (
+        importlib.import_module(f"{root}.model_uris"),
+        importlib.import_module(f"{root}.jumpstart.accessors").JumpStartModelsAccessor,
+        importlib.import_module(f"{root}.jumpstart.utils").get_jumpstart_content_bucket,
+    )
 
 
 def pin_base_model(document: dict[str, Any], *, region: str) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""``finetune``: launch, watch, compare, promote and estimate fine-tuning runs.
+"""``finetune``: launch, watch, compare, promote/deploy, undeploy and estimate fine-tuning runs;
+list the endpoints that serve them.
 
 Talks to the deployed platform on AWS, or, with ``--local`` (the default without AWS
 credentials), to the embedded local backend that runs the synthesized workflow on this machine.
@@ -26,6 +27,7 @@ from finetune.backends.base import Backend, ExecutionOutcome
 from finetune.backends.common import check_run_id, elide
 from finetune.data_commands import data_app
 from finetune.errors import EXIT_FAILED, EXIT_USAGE, CliError
+from finetune.invoke import invoke_command
 from finetune.progress import RunProgress
 from finetune.records import INTERRUPTED_HINT, KEY_PARAMETERS, RunRow, mark_best, run_row
 from finetune.runfile import load_run_file
@@ -40,6 +42,7 @@ app = typer.Typer(
 )
 app.add_typer(data_app)  # finetune data check | upload
 app.command("stage-model")(stage_model_command)  # a pinned Hub snapshot in the datasets bucket
+app.command("invoke")(invoke_command)  # ask a deployed model
 REPO = Path(__file__).resolve().parents[1]
 DEMO_RUNS = (REPO / "examples/runs/local-demo-a.yaml", REPO / "examples/runs/local-demo-b.yaml")
 T = TypeVar("T")
@@ -395,6 +398,96 @@ def promote(
             options,
             lambda backend, reporter: backend.promote(run_id, reporter=reporter, serve=serve),
         )
+
+    _run(ctx, action, json_output=json_output, local=local, aws=aws)
+
+
+@app.command()
+def deploy(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(help="Run id.")],
+    instance_type: Annotated[
+        str | None, typer.Option(help="Serve on this instance type (default: the run's).")
+    ] = None,
+    instance_count: Annotated[
+        int | None, typer.Option(min=1, max=10, help="Instances (default: the run's).")
+    ] = None,
+    serve: Annotated[
+        bool, typer.Option(help="Local: keep serving the deployed endpoint until Ctrl-C.")
+    ] = False,
+    json_output: JsonFlag = False,
+    local: LocalFlag = False,
+    aws: AwsFlag = False,
+) -> None:
+    """Approve a run's model package and deploy it (what promote does); options override the
+    run's own deployment settings. A run whose endpoint was undeployed is deployed again."""
+
+    def action(options: Options) -> None:
+        check_run_id(run_id)
+        overrides = {
+            key: value
+            for key, value in (
+                ("instance_type", instance_type),
+                ("initial_instance_count", instance_count),
+            )
+            if value is not None
+        }
+        _follow(
+            options,
+            lambda backend, reporter: backend.promote(
+                run_id,
+                reporter=reporter,
+                serve=serve,
+                deployment=_deployment_of(backend, run_id, overrides) if overrides else None,
+            ),
+        )
+
+    _run(ctx, action, json_output=json_output, local=local, aws=aws)
+
+
+def _deployment_of(backend: Backend, run_id: str, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The run's requested deployment settings with ``overrides``."""
+    requested = backend.record(run_id)["run"]["request"].get("deployment") or {}
+    return {**requested, **overrides}
+
+
+@app.command()
+def undeploy(
+    ctx: typer.Context,
+    endpoint: Annotated[
+        str, typer.Argument(help="Endpoint (with or without the platform prefix) or run id.")
+    ],
+    json_output: JsonFlag = False,
+    local: LocalFlag = False,
+    aws: AwsFlag = False,
+) -> None:
+    """Delete an endpoint of the platform (its model, config and package stay; finetune deploy
+    serves the run again); recorded on the run it served."""
+
+    def action(options: Options) -> None:
+        check_run_id(endpoint)  # endpoint names follow the same rule
+        _follow(options, lambda backend, reporter: backend.undeploy(endpoint, reporter=reporter))
+
+    _run(ctx, action, json_output=json_output, local=local, aws=aws)
+
+
+@app.command()
+def endpoints(
+    ctx: typer.Context,
+    json_output: JsonFlag = False,
+    local: LocalFlag = False,
+    aws: AwsFlag = False,
+) -> None:
+    """The platform's endpoints: instances, approximate $/h now, the run each serves."""
+
+    def action(options: Options) -> None:
+        from finetune.endpoints import print_endpoints
+
+        rows = _backend(options).endpoints()
+        if options.json:
+            options.out.print_json(json.dumps([row.to_dict() for row in rows]))
+        else:
+            print_endpoints(options.out, rows)
 
     _run(ctx, action, json_output=json_output, local=local, aws=aws)
 

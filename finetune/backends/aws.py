@@ -9,6 +9,7 @@ import boto3
 
 from finetune.backends.base import ExecutionOutcome, Reporter
 from finetune.backends.common import (
+    deploy_document,
     follow_execution,
     model_package_of,
     outcome_of,
@@ -16,6 +17,7 @@ from finetune.backends.common import (
     start,
     summary_of,
 )
+from finetune.endpoints import EndpointRow, list_endpoints
 from finetune.errors import EXIT_USAGE, CliError
 from finetune.progress import RunProgress
 from runspec.settings import PlatformSettings
@@ -156,18 +158,40 @@ class AwsBackend:
             return None
         return dict(json.loads(body.read()))
 
-    def promote(self, run_id: str, *, reporter: Reporter, serve: bool) -> ExecutionOutcome:
+    def promote(
+        self,
+        run_id: str,
+        *,
+        reporter: Reporter,
+        serve: bool,
+        deployment: dict[str, Any] | None = None,
+    ) -> ExecutionOutcome:
         record = self.record(run_id)
         package_arn = model_package_of(record)
         self.client("sagemaker").update_model_package(
             ModelPackageArn=package_arn, ModelApprovalStatus="Approved"
         )
         reporter.message(f"approved {package_arn}")
-        if not record["run"]["request"].get("deployment", {}).get("enabled"):
+        if deployment is None and not record["run"]["request"].get("deployment", {}).get("enabled"):
             return ExecutionOutcome(
                 run_id=run_id, execution_name="", status="SUCCEEDED", started=False
             )
-        return self.launch({"deploy_run": run_id}, reporter=reporter, wait=True, serve=False)
+        return self.launch(
+            deploy_document(run_id, deployment), reporter=reporter, wait=True, serve=False
+        )
+
+    def undeploy(self, target: str, *, reporter: Reporter) -> ExecutionOutcome:
+        """Delete the endpoint ``target`` names (endpoint or run id) through the workflow, which
+        records it on the run; the caller's ARN goes with the request as who asked."""
+        caller = self.client("sts").get_caller_identity()["Arn"]
+        document = {"undeploy": target, "requested_by": caller}
+        return self.launch(document, reporter=reporter, wait=True, serve=False)
+
+    def endpoints(self) -> list[EndpointRow]:
+        settings = self.settings()
+        return list_endpoints(
+            self.client("sagemaker"), prefix=settings.prefix, region=settings.region
+        )
 
 
 class _TrainingLogTail:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from finetune.endpoints import EndpointRow
 from finetune.progress import RunProgress
 
 __all__ = ["Backend", "ExecutionOutcome", "Reporter"]
@@ -55,4 +56,15 @@ class Backend(Protocol):
 
     def record(self, run_id: str) -> dict[str, Any]: ...
 
-    def promote(self, run_id: str, *, reporter: Reporter, serve: bool) -> ExecutionOutcome: ...
+    def promote(
+        self,
+        run_id: str,
+        *,
+        reporter: Reporter,
+        serve: bool,
+        deployment: dict[str, Any] | None = None,
+    ) -> ExecutionOutcome: ...
+
+    def undeploy(self, target: str, *, reporter: Reporter) -> ExecutionOutcome: ...
+
+    def endpoints(self) -> list[EndpointRow]: ...

@@ -130,6 +130,14 @@ def model_package_of(record: dict[str, Any]) -> str:
     )
 
 
+def deploy_document(run_id: str, deployment: dict[str, Any] | None) -> dict[str, Any]:
+    """The deploy request for ``run_id``: the run's own deployment settings, or ``deployment``
+    (enabled) when given."""
+    if deployment is None:
+        return {"deploy_run": run_id}
+    return {"deploy_run": run_id, "deployment": {**deployment, "enabled": True}}
+
+
 def summary_of(output: str | None) -> dict[str, Any] | None:
     if not output:
         return None

@@ -7,6 +7,7 @@ as it happens, so any number of terminals can launch, serve, promote and list at
 from __future__ import annotations
 
 import contextlib
+import getpass
 import logging
 import signal
 import time
@@ -17,6 +18,7 @@ from typing import Any
 from finetune.backends.base import ExecutionOutcome, Reporter
 from finetune.backends.common import (
     check_run_id,
+    deploy_document,
     follow_execution,
     model_package_of,
     outcome_of,
@@ -25,6 +27,7 @@ from finetune.backends.common import (
     summary_of,
 )
 from finetune.datasets import stage_local_inputs
+from finetune.endpoints import EndpointRow, list_endpoints
 from finetune.errors import EXIT_USAGE, CliError
 from finetune.local.session import (
     DEPLOY_RETRY_HINT,
@@ -213,10 +216,19 @@ class LocalBackend:
             )
         return record
 
-    def promote(self, run_id: str, *, reporter: Reporter, serve: bool) -> ExecutionOutcome:
+    def promote(
+        self,
+        run_id: str,
+        *,
+        reporter: Reporter,
+        serve: bool,
+        deployment: dict[str, Any] | None = None,
+    ) -> ExecutionOutcome:
         record = self.record(run_id)
         package_arn = model_package_of(record)
-        wants_endpoint = bool(record["run"]["request"].get("deployment", {}).get("enabled"))
+        wants_endpoint = deployment is not None or bool(
+            record["run"]["request"].get("deployment", {}).get("enabled")
+        )
         progress = progress_for(record["run"]["request"])
         with self.session.platform(keep_serving=serve) as local:
             local.client("sagemaker").update_model_package(
@@ -227,10 +239,26 @@ class LocalBackend:
                 return ExecutionOutcome(
                     run_id=run_id, execution_name="", status="SUCCEEDED", started=False
                 )
-            outcome = self._start_and_follow(local, {"deploy_run": run_id}, progress, reporter)
+            outcome = self._start_and_follow(
+                local, deploy_document(run_id, deployment), progress, reporter
+            )
             if serve:
                 self._serve(local, outcome, reporter)
             return outcome
+
+    def undeploy(self, target: str, *, reporter: Reporter) -> ExecutionOutcome:
+        """Delete the local endpoint ``target`` names (endpoint or run id) through the
+        workflow, which records it on the run."""
+        document = {"undeploy": target, "requested_by": f"local user {getpass.getuser()}"}
+        with self.session.platform() as local:
+            return self._start_and_follow(local, document, progress_for({}), reporter)
+
+    def endpoints(self) -> list[EndpointRow]:
+        with self.session.platform() as local:
+            settings = PlatformSettings.from_env(local.platform.launch_environment)
+            return list_endpoints(
+                local.client("sagemaker"), prefix=settings.prefix, region=settings.region
+            )
 
 
 def _outcome(execution: ExecutionRow, *, started: bool) -> ExecutionOutcome:

@@ -457,13 +457,16 @@ def _new_package(backend: Any, spec: dict[str, Any], version: int) -> Any:
 
 
 def execution_kind(execution_input: str) -> tuple[str, str | None]:
-    """``("deploy", run id)`` for a deploy request, ``("run", None)`` otherwise."""
+    """``("deploy", run id)`` for a deploy request, ``("undeploy", None)`` for an undeploy (its
+    run is known once resolved), ``("run", None)`` otherwise."""
     try:
         document = json.loads(execution_input)
     except ValueError:
         return "run", None
     if isinstance(document, dict) and isinstance(document.get("deploy_run"), str):
         return "deploy", document["deploy_run"]
+    if isinstance(document, dict) and ("undeploy" in document or "idle_alarm" in document):
+        return "undeploy", None
     return "run", None
 
 

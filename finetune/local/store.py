@@ -204,7 +204,7 @@ class PackageRow:
 class ExecutionRow:
     name: str
     run_id: str
-    kind: str  # run | deploy
+    kind: str  # run | deploy | undeploy
     input: str
     status: str
     attempt: int

@@ -3,7 +3,9 @@
 Events:
     ``{"request": {...}, "execution_name": "..."}`` (from the state machine) -> the resolved run;
     a request ``{"deploy_run": "<run id>"}`` resolves to the deployment of that run's model;
-    ``{"approved_package": "<ARN>"}`` (the approval rule) to what is done about the approval.
+    ``{"approved_package": "<ARN>"}`` (the approval rule) to what is done about the approval;
+    ``{"undeploy": "<endpoint or run id>"}`` / ``{"idle_alarm": ...}`` to the endpoint's deletion;
+    ``{"retry_run": "<run id>"}`` to the recorded run, resumed where it stopped (launch_run.retry).
     ``{"action": "start", "request": {...}}`` (from people or tools) -> the started execution.
 Invalid requests raise ``RunRequestInvalid``; its message lists every ``field: rule``.
 """
@@ -21,7 +23,15 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict
 
 from launch_run import logic
-from runspec.request import RunRequestError, is_approval_request, is_deploy_request
+from launch_run.retry import resolve_retry
+from launch_run.undeploy import resolve_undeploy
+from runspec.request import (
+    RunRequestError,
+    is_approval_request,
+    is_deploy_request,
+    is_retry_request,
+    is_undeploy_request,
+)
 from runspec.settings import PlatformSettings
 
 if TYPE_CHECKING:
@@ -62,6 +72,11 @@ def _sagemaker() -> SageMakerClient:
 
 
 @functools.cache
+def _cloudwatch() -> Any:
+    return boto3.client("cloudwatch")
+
+
+@functools.cache
 def _stepfunctions() -> SFNClient:
     return boto3.client("stepfunctions")
 
@@ -91,6 +106,19 @@ def handler(event: LaunchEvent, context: LambdaContext) -> dict[str, Any]:
                 sagemaker=_sagemaker(),
                 sfn=_stepfunctions(),
                 ecr=_ecr(),
+            )
+        elif is_undeploy_request(event.request):
+            run = resolve_undeploy(
+                event.request,
+                settings,
+                s3=_s3(),
+                sagemaker=_sagemaker(),
+                cloudwatch=_cloudwatch(),
+                execution_name=event.execution_name,
+            )
+        elif is_retry_request(event.request):
+            run = resolve_retry(
+                event.request, settings, s3=_s3(), execution_name=event.execution_name
             )
         elif is_deploy_request(event.request):
             run = logic.resolve_deployment(

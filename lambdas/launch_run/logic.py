@@ -17,6 +17,8 @@ from launch_run.checks import deployment_problems, validate_for_platform
 from launch_run.datacheck import check_pinned_datasets
 from launch_run.pinning import channels, pin_channel, resolve_image
 from launch_run.plans import deployment_plan, training_plan
+from launch_run.retry import start_retry
+from launch_run.undeploy import undeploy_count, undeploy_execution_name, undeploy_plan
 from runspec.attempts import attempt_job_name, attempt_stem
 from runspec.naming import (
     derive_run_id,
@@ -29,10 +31,14 @@ from runspec.request import (
     DeployRequest,
     RunRequest,
     RunRequestError,
+    UndeployRequest,
     is_deploy_request,
+    is_retry_request,
+    is_undeploy_request,
     parse_approval_request,
     parse_deploy_request,
     parse_run_request,
+    parse_undeploy_request,
 )
 from runspec.run import (
     MAX_STATE_BYTES,
@@ -314,9 +320,13 @@ def _recorded_model(record: dict[str, Any], package: Any, run_id: str) -> str:
     return str(trained)
 
 
-def deploy_execution_name(request: DeployRequest) -> str:
-    """A deploy request's execution: ``<run id>-deploy-<hash of the request>``."""
+def deploy_execution_name(request: DeployRequest, *, undeploys: int = 0) -> str:
+    """A deploy request's execution: ``<run id>-deploy-<hash of the request>``; after the run's
+    endpoint was undeployed ``undeploys`` times, the hash covers that count too, so that the
+    same request deploys the run again (before, it is the one deployment it started)."""
     text = json.dumps(request.model_dump(mode="json", exclude_defaults=True), sort_keys=True)
+    if undeploys:
+        text += f"#undeployed-{undeploys}"
     return f"{request.deploy_run}-deploy-{_short_hash(text)}"
 
 
@@ -329,17 +339,27 @@ def start_run(
     ecr: ECRClient,
     sagemaker: SageMakerClient,
 ) -> dict[str, Any]:
-    """Start the workflow for ``payload`` (a run request, or a deploy request) with the run id
-    as the execution name.
+    """Start the workflow for ``payload`` (a run request, a deploy or an undeploy request) with
+    the run id as (the start of) the execution name.
 
     The request is resolved first (nothing starts when it is invalid). Starting the same request
     again returns the existing execution instead of a second run.
     """
-    request: RunRequest | DeployRequest
-    if is_deploy_request(payload):
+    request: RunRequest | DeployRequest | UndeployRequest
+    if is_retry_request(payload):
+        return start_retry(payload, settings, sfn=sfn, s3=s3)
+    if is_undeploy_request(payload):
+        undeploy = parse_undeploy_request(payload)
+        plan = undeploy_plan(undeploy, settings, s3=s3, sagemaker=sagemaker, cloudwatch=None)
+        name, run_id, request = undeploy_execution_name(plan), plan.run_id, undeploy
+    elif is_deploy_request(payload):
         deploy = parse_deploy_request(payload)
         resolve_deployment(payload, settings, s3=s3, sagemaker=sagemaker)
-        name, run_id, request = deploy_execution_name(deploy), deploy.deploy_run, deploy
+        record = read_json_if_exists(
+            s3, settings.artifacts_bucket, f"runs/{deploy.deploy_run}/run.json"
+        )
+        name = deploy_execution_name(deploy, undeploys=undeploy_count(record or {}))
+        run_id, request = deploy.deploy_run, deploy
     else:
         request = parse_run_request(payload)
         run_id = name = derive_run_id(request)

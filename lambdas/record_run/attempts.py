@@ -16,7 +16,7 @@ from runspec.run import RunDocument
 if TYPE_CHECKING:
     from mypy_boto3_sagemaker import SageMakerClient
 
-__all__ = ["current_job_name", "recorded_attempts"]
+__all__ = ["current_job_name", "recorded_attempts", "resumed"]
 
 #: FailureReason is at most 1,024 characters (DescribeTrainingJob); the record keeps it whole.
 _REASON_LIMIT = 1024
@@ -62,3 +62,14 @@ def _attempt(number: int, job: dict[str, Any]) -> dict[str, Any]:
     if job.get("BillableTimeInSeconds") is not None:
         entry["billable_seconds"] = int(job["BillableTimeInSeconds"])
     return entry
+
+
+def resumed(run: RunDocument) -> dict[str, Any]:
+    """What a retry's start adds to the record: which retry, in which execution, from where."""
+    assert run.resume is not None
+    return {
+        "retry": run.resume.retry,
+        "resumed_from": run.resume.step,
+        "execution_name": run.execution_name,
+        "attempt": run.attempt.number,
+    }

@@ -17,7 +17,8 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from record_run.attempts import current_job_name, recorded_attempts
+from record_run.attempts import current_job_name, recorded_attempts, resumed
+from record_run.endpoint_changes import deployed_change, undeploy_change, undeploy_summary
 from record_run.gate import (
     BestApproved,
     basis_metadata,
@@ -48,7 +49,14 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Milestone = Literal[
-    "started", "trained", "rejected", "registered", "deployed", "completed", "failed"
+    "started",
+    "trained",
+    "rejected",
+    "registered",
+    "deployed",
+    "completed",
+    "failed",
+    "undeployed",
 ]
 #: Metrics a run is scored by (runspec.request: losses lower is better, task metrics higher).
 EVALUATION_METRICS = _SCORED_METRICS
@@ -117,6 +125,14 @@ def record_milestone(
         }
 
     result: dict[str, Any] = {"recorded": milestone}
+    if run.mode == "undeploy":
+        # Only the run's endpoint changed (or failed to): its status and milestones stay.
+        error = details.get("error") if milestone == "failed" else None
+        change = undeploy_change(run, error=error or ({} if milestone == "failed" else None))
+        record = _append_to_record(
+            clients.s3, artifacts_bucket, run, None, details, endpoint_change=change
+        )
+        return {**result, **undeploy_summary(record, change)}
     if milestone == "failed":
         # The run record first: a run can fail before its lineage exists (even in the step
         # that creates it), and the failure must be recorded whatever Experiments says.
@@ -132,6 +148,8 @@ def record_milestone(
         return result
     if milestone == "started":
         ensure_lineage(clients.sagemaker, run)
+        if run.resume is not None:  # a retry: which one, and where it resumed
+            details = {**details, **resumed(run)}
     elif milestone == "trained":
         trained = _trained(clients, artifacts_bucket, run, details)
         result = trained.model_dump(mode="json")
@@ -145,6 +163,9 @@ def record_milestone(
         milestone,
         details,
         sagemaker=clients.sagemaker if milestone == "trained" else None,
+        endpoint_change=deployed_change(run, details, clients.sagemaker.meta.region_name)
+        if milestone == "deployed"
+        else None,
     )
     _to_mlflow(clients, run, record, milestone, details)
     if milestone in TERMINAL_MILESTONES:
@@ -548,13 +569,15 @@ def _append_to_record(
     s3: S3Client,
     bucket: str,
     run: RunDocument,
-    milestone: str,
+    milestone: str | None,
     details: dict[str, Any],
     *,
     sagemaker: SageMakerClient | None = None,
+    endpoint_change: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Add ``milestone`` to the run record; with ``sagemaker``, bring its account of the training
-    attempts up to date too (record_run.attempts)."""
+    attempts up to date too (record_run.attempts); add ``endpoint_change`` to its endpoint
+    changes (record_run.endpoint_changes). No milestone: only the endpoint changed."""
     key = f"{RUNS_PREFIX}/{run.run_id}/run.json"
     record = read_json_if_exists(s3, bucket, key) or {
         "run_id": run.run_id,
@@ -563,9 +586,12 @@ def _append_to_record(
     }
     if sagemaker is not None:
         record["attempts"] = recorded_attempts(sagemaker, run, record.get("attempts", []))
-    record["status"] = milestone
     record["updated_at"] = now().isoformat()
-    record["milestones"].append({"milestone": milestone, "at": record["updated_at"], **details})
+    if milestone is not None:
+        record["status"] = milestone
+        record["milestones"].append({"milestone": milestone, "at": record["updated_at"], **details})
+    if endpoint_change is not None:
+        record.setdefault("endpoint_changes", []).append(endpoint_change)
     _write_json(s3, bucket, key, record)
     return record
 

@@ -44,16 +44,22 @@ __all__ = [
     "Hyperparameters",
     "Judge",
     "JumpStartModel",
+    "RetryRequest",
     "RunRequest",
     "RunRequestError",
     "Training",
+    "UndeployRequest",
     "is_approval_request",
     "is_deploy_request",
+    "is_retry_request",
+    "is_undeploy_request",
     "metric_direction",
     "parse_approval_request",
     "parse_deploy_request",
     "parse_gate_rule",
+    "parse_retry_request",
     "parse_run_request",
+    "parse_undeploy_request",
 ]
 
 SCHEMA_VERSION: Literal[1] = 1
@@ -696,6 +702,28 @@ def is_deploy_request(payload: object) -> bool:
     return isinstance(payload, Mapping) and "deploy_run" in payload
 
 
+class RetryRequest(_Section):
+    """Resume a run that failed or was stopped, from the first step it did not complete
+    (``finetune retry RUN``, or ``{"retry_run": "<run id>"}`` from the console): same run id,
+    same inputs, training as a new attempt from the run's checkpoints (runspec.retry)."""
+
+    retry_run: Annotated[str, Field(min_length=1, max_length=64, pattern=_NAME)]
+
+
+def parse_retry_request(payload: object) -> RetryRequest:
+    """Validate ``payload`` as a retry request; RunRequestError names each bad field."""
+    if not isinstance(payload, Mapping):
+        raise RunRequestError([f"(request): must be a JSON object, got {type(payload).__name__}"])
+    try:
+        return RetryRequest.model_validate(dict(payload))
+    except ValidationError as error:
+        raise RunRequestError(_describe(error, root=RetryRequest)) from None
+
+
+def is_retry_request(payload: object) -> bool:
+    return isinstance(payload, Mapping) and "retry_run" in payload
+
+
 #: A versioned model package's ARN (DescribeModelPackage's ModelPackageArn pattern).
 _PACKAGE_ARN = re.compile(
     r"^arn:aws[a-z\-]*:sagemaker:[a-z0-9\-]{9,16}:[0-9]{12}:model-package/[a-zA-Z0-9\-]{1,63}/\d+$"
@@ -734,6 +762,44 @@ def parse_approval_request(payload: object) -> ApprovalRequest:
 
 def is_approval_request(payload: object) -> bool:
     return isinstance(payload, Mapping) and "approved_package" in payload
+
+
+class UndeployRequest(_Section):
+    """Delete an endpoint of the platform, keeping its models, configs and model packages
+    (``finetune undeploy``, or the console): ``{"undeploy": "<endpoint name or run id>"}``. The
+    platform's idle rule starts ``{"idle_alarm": "<alarm name>"}`` when an endpoint's idle alarm
+    fires (launch_run.undeploy checks the alarm). The change is recorded on the run the endpoint
+    serves."""
+
+    #: ``<prefix>-<name>``, ``<name>`` (the request's deployment.endpoint_name), or a run id
+    #: (the endpoint that run was last deployed to).
+    undeploy: Annotated[str, Field(min_length=1, max_length=63, pattern=_NAME)] | None = None
+    #: The idle alarm that fired (set by the platform's idle rule, not by people).
+    idle_alarm: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    #: Who asks, as the caller says (the CLI writes its caller's ARN); CloudTrail's StartExecution
+    #: record of the execution is the authoritative one.
+    requested_by: Annotated[str, Field(max_length=256)] | None = None
+    reason: Annotated[str, Field(max_length=256)] | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> UndeployRequest:
+        if (self.undeploy is None) == (self.idle_alarm is None):
+            raise ValueError("give exactly one of undeploy (endpoint or run id) and idle_alarm")
+        return self
+
+
+def parse_undeploy_request(payload: object) -> UndeployRequest:
+    """Validate ``payload`` as an undeploy request; RunRequestError names each bad field."""
+    if not isinstance(payload, Mapping):
+        raise RunRequestError([f"(request): must be a JSON object, got {type(payload).__name__}"])
+    try:
+        return UndeployRequest.model_validate(dict(payload))
+    except ValidationError as error:
+        raise RunRequestError(_describe(error, root=UndeployRequest)) from None
+
+
+def is_undeploy_request(payload: object) -> bool:
+    return isinstance(payload, Mapping) and ("undeploy" in payload or "idle_alarm" in payload)
 
 
 def parse_run_request(payload: object) -> RunRequest:

@@ -31,6 +31,7 @@ __all__ = [
     "PinnedObject",
     "Registration",
     "ResourceConfig",
+    "Resume",
     "RuleResult",
     "RunDocument",
     "ScoringBasis",
@@ -38,6 +39,7 @@ __all__ = [
     "TrainingAttempt",
     "TrainingImage",
     "TrainingJob",
+    "UndeployPlan",
 ]
 
 #: CustomerMetadataProperties the record function writes on every model package: lineage at a
@@ -153,6 +155,25 @@ class TrainingJob(_Document):
     capacity_retry: CapacityRetry = Field(default_factory=CapacityRetry)
 
 
+class Resume(_Document):
+    """``$.run.resume``: where a retried run starts again (``finetune retry``, ``{"retry_run":
+    "<run id>"}``) and what the steps it does not repeat produced, from its run record
+    (runspec.retry decides): ``training`` (a new attempt, from the run's checkpoints),
+    ``recording`` (the job completed: record it), ``registration`` (recorded and passed: register
+    it), ``deployment`` (registered: deploy, when the run asks for it) or ``completion``
+    (deployed, or nothing to deploy: record the run completed)."""
+
+    step: Literal["training", "recording", "registration", "deployment", "completion"]
+    #: Which retry of the run this is (1: the first).
+    retry: Annotated[int, Field(ge=1)]
+    #: ``$.training`` of the completed job (steps after training).
+    training: dict[str, Any] | None = None
+    #: ``$.recorded`` of its recorded evaluation (steps after recording).
+    recorded: TrainedRecord | None = None
+    #: ``$.registration``: the model package (steps after registration).
+    registration: dict[str, str] | None = None
+
+
 class TrainingAttempt(_Document):
     """``$.run.attempt``: the training job the run is on. The launch function starts a run at
     attempt 1 (a retried run after its last attempt); the workflow's "Next training attempt"
@@ -202,13 +223,39 @@ class ApprovalOutcome(_Document):
     deploy_execution_arn: str | None = None
 
 
+class UndeployPlan(_Document):
+    """``$.run.undeploy`` (``mode: undeploy``): the endpoint to delete, what it served and cost
+    when the request was resolved, who asked and why, and how long to wait for an endpoint in
+    transition (SageMaker refuses DeleteEndpoint while it is Creating/Updating)."""
+
+    endpoint_name: str
+    endpoint_config_name: str
+    #: The run the endpoint serves (its endpoint config's ``ft:run-id`` tag).
+    run_id: str
+    instance_type: str | None
+    instance_count: int
+    #: On-demand USD per hour of the endpoint's instances (runspec.catalog), None when unknown.
+    usd_per_hour: float | None
+    #: ``request``: a person or tool; ``idle``: the endpoint's idle alarm.
+    trigger: Literal["request", "idle"]
+    requested_by: str
+    reason: str
+    #: The alarms the platform created for the endpoint (deleted with it).
+    alarm_names: list[str]
+    #: Application Auto Scaling's id of the endpoint's variant (deregistered before the delete).
+    scaling_resource_id: str
+    poll_seconds: int
+    max_polls: int
+
+
 class RunDocument(_Document):
     """``$.run``: a resolved run (``mode: train``), the deployment of an earlier run's
     approved model (``mode: deploy``; then ``model_artifacts`` and ``model_package_arn`` name
     what is deployed), or the handling of a package approval (``mode: approval``: the run as
-    recorded, and ``approval`` says what was done)."""
+    recorded, and ``approval`` says what was done), or the deletion of the endpoint that serves
+    the run (``mode: undeploy``: ``undeploy`` says which and why)."""
 
-    mode: Literal["train", "deploy", "approval"]
+    mode: Literal["train", "deploy", "approval", "undeploy"]
     run_id: str
     execution_name: str | None
     experiment_name: str
@@ -230,9 +277,11 @@ class RunDocument(_Document):
     model_artifacts: str | None = None
     model_package_arn: str | None = None
     approval: ApprovalOutcome | None = None
-
+    undeploy: UndeployPlan | None = None
     #: The current training attempt.
     attempt: TrainingAttempt
+    #: Set when the run is retried: where it starts again (None: from the start).
+    resume: Resume | None = None
 
     @model_validator(mode="before")
     @classmethod

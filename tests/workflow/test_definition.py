@@ -291,3 +291,56 @@ def test_model_is_served_network_isolated_in_the_vpc(states: dict[str, dict[str,
     assert "Tags.$" not in register
     assert "Tags" not in register
     assert register["SecurityConfig"]["KmsKeyId"].startswith("<")
+
+
+def test_a_retried_run_resumes_at_its_first_step_not_completed(
+    states: dict[str, dict[str, Any]],
+) -> None:
+    """runspec.retry writes $.run.resume; each later step restores what the earlier produced."""
+    assert states["Record run started"]["Next"] == "Resume where?"
+    guard, recording, after = states["Resume where?"]["Choices"]
+    # A run that is not retried has resume null: guarded before any rule reads the step.
+    assert guard == {
+        "Not": {"Variable": "$.run.resume.step", "IsPresent": True},
+        "Next": "Train model",
+    }
+    assert recording["Next"] == "Resume with the completed job"
+    assert after["Next"] == "Resume with the trained model"
+    assert states["Resume where?"]["Default"] == "Train model"
+    restored = {
+        name: (states[name]["InputPath"], states[name]["ResultPath"], states[name]["Next"])
+        for name in (
+            "Resume with the completed job",
+            "Resume with the trained model",
+            "Resume with its evaluation",
+            "Resume with its model package",
+        )
+    }
+    assert restored == {
+        "Resume with the completed job": (
+            "$.run.resume.training",
+            "$.training",
+            "Record training and evaluation",
+        ),
+        "Resume with the trained model": (
+            "$.run.resume.training",
+            "$.training",
+            "Resume with its evaluation",
+        ),
+        "Resume with its evaluation": (
+            "$.run.resume.recorded",
+            "$.recorded",
+            "Registered already?",
+        ),
+        "Resume with its model package": (
+            "$.run.resume.registration",
+            "$.registration",
+            "Deploy or complete?",
+        ),
+    }
+    assert states["Registered already?"]["Choices"][0]["Next"] == "Register model"
+    assert states["Deploy or complete?"]["Choices"][0]["Next"] == "Deploy?"
+    assert states["Deploy or complete?"]["Default"] == "Record completion"
+    # A failure is recorded with the job that completed ({} until one did).
+    assert states["Receive run request"]["Parameters"]["training"] == {}
+    assert states["Record failure"]["Parameters"]["training.$"] == "$.training"

@@ -42,6 +42,9 @@ class Scenario:
     deployment_recorded: bool = False
     expect_record: bool = True
     expect_notification: bool = True
+    #: The run under test undeploys the baseline's endpoint: a failure is recorded as a failed
+    #: endpoint change of the baseline run, whose own status stays.
+    undeploys: bool = False
     notes: list[str] = field(default_factory=list)
 
 
@@ -81,6 +84,11 @@ def _invalid(flow: Workflow) -> dict[str, Any]:
     return {"training": {"instance_type": "ml.t3.medium"}}
 
 
+def _undeploy(flow: Workflow) -> dict[str, Any]:
+    return {"undeploy": "chat"}
+
+
+UNDEPLOY = Scenario(_undeploy, _baseline, endpoint="llmft-local-chat", undeploys=True)
 NEW = Scenario(_new_endpoint, endpoint="llmft-local-new")
 SCENARIOS: dict[str, Scenario] = {
     "Validate and resolve run": NEW,
@@ -122,6 +130,10 @@ SCENARIOS: dict[str, Scenario] = {
     "Record failure": Scenario(_new_endpoint, _training_fails, expect_record=False),
     "Notify run failed": Scenario(_new_endpoint, _training_fails, expect_notification=False),
     "Record invalid request": Scenario(_invalid, expect_record=False),
+    "Check endpoint before undeploy": UNDEPLOY,
+    "Delete endpoint": UNDEPLOY,
+    "Record undeploy": UNDEPLOY,
+    "Notify endpoint undeployed": UNDEPLOY,
 }
 
 
@@ -155,6 +167,9 @@ def assert_handled(flow: Workflow, result: ExecutionResult, state: str, scenario
     assert result.error != "States.Runtime", f"{state}: {result.cause}"
     assert state in flow.faults.fired, f"{state} was never reached"
     error_text = f"{result.error} {result.cause}"
+    if scenario.undeploys:
+        _assert_undeploy_handled(flow, state, error_text)
+        return
     if state in ROLLBACK_STATES:
         # The run failed first (smoke test, endpoint); the fault hit its rollback, which the
         # record keeps beside the original error.
@@ -183,6 +198,20 @@ def assert_handled(flow: Workflow, result: ExecutionResult, state: str, scenario
         assert endpoints[scenario.endpoint]["EndpointStatus"] == "InService", state
     else:
         assert scenario.endpoint not in endpoints, f"{state}: {scenario.endpoint} left behind"
+
+
+def _assert_undeploy_handled(flow: Workflow, state: str, error_text: str) -> None:
+    """An undeploy that failed: the baseline run is still completed, its record has the failed
+    endpoint change, the failure is announced; the endpoint stays unless it was deleted."""
+    assert FAULT[0] in error_text or FAULT[1] in error_text, f"{state}: {error_text[:300]}"
+    record = run_record(flow, "base")
+    assert record["status"] == "completed", state
+    last = record["endpoint_changes"][-1]
+    assert (last["change"], last["error"]["Error"]) == ("undeploy-failed", FAULT[0]), state
+    assert any("failed" in message for message in notifications(flow)), state
+    endpoints = [e["EndpointName"] for e in flow.client("sagemaker").list_endpoints()["Endpoints"]]
+    deleted = state in ("Record undeploy", "Notify endpoint undeployed")
+    assert ("llmft-local-chat" in endpoints) != deleted, state
 
 
 def test_every_task_retries_what_its_service_reports_when_busy(

@@ -15,6 +15,7 @@ HAPPY_PATH = [
     "Validate and resolve run",
     "Train or deploy?",
     "Record run started",
+    "Resume where?",
     "Train model",
     "Training completed?",
     "Record training and evaluation",

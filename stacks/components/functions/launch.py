@@ -21,8 +21,8 @@ __all__ = ["LaunchFunction"]
 class LaunchFunction(ProjectFunction):
     """Reads dataset objects (their versions to pin them, then the pinned versions' contents
     through the training code's data rules: launch_run.datacheck), the training image's digest,
-    earlier runs' records and package approval (to deploy them), and starts the workflow;
-    nothing else.
+    earlier runs' records and package approval (to deploy them), the endpoints of the platform
+    (to undeploy them), and starts the workflow; nothing else.
 
     Props:
         settings: the platform settings it reads from its environment.
@@ -79,6 +79,17 @@ class LaunchFunction(ProjectFunction):
                 [image_repository.repository_arn],
                 None,
             ),
+            # Undeploy: which run an endpoint of the platform serves (its config's run tag).
+            (
+                "FindEndpointToUndeploy",
+                [
+                    "sagemaker:DescribeEndpoint",
+                    "sagemaker:DescribeEndpointConfig",
+                    "sagemaker:ListTags",
+                ],
+                [arns.endpoints, arns.endpoint_configs],
+                None,
+            ),
             ("StartRuns", ["states:StartExecution"], [arns.state_machine], None),
             ("FindExistingRun", ["states:DescribeExecution"], [arns.executions], None),
         ]
@@ -104,4 +115,12 @@ class LaunchFunction(ProjectFunction):
             arns.executions,
             runs,
             arns.packages,
+        )
+        acknowledge_wildcard_resources(
+            self.role.policy,
+            "An undeploy request names any endpoint of the platform (<prefix>-*); the function "
+            "only describes it, its endpoint config and the config's tags, to find the run it "
+            "serves.",
+            arns.endpoints,
+            arns.endpoint_configs,
         )

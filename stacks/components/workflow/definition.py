@@ -20,6 +20,7 @@ from constructs import Construct
 from stacks.components.workflow.deployment import deploy
 from stacks.components.workflow.failure import failure_path
 from stacks.components.workflow.registration import record_and_gate, register
+from stacks.components.workflow.resume import resume_point
 from stacks.components.workflow.steps import (
     WorkflowResources,
     catch,
@@ -27,6 +28,7 @@ from stacks.components.workflow.steps import (
     notify_step,
 )
 from stacks.components.workflow.training import train
+from stacks.components.workflow.undeploy import undeploy
 
 Condition = sfn.Condition
 JsonPath = sfn.JsonPath
@@ -36,7 +38,8 @@ __all__ = ["WorkflowResources", "build_definition"]
 
 def build_definition(scope: Construct, r: WorkflowResources) -> sfn.IChainable:
     """The workflow's start state: launch, then train-record-gate-register(-deploy), or, for a
-    ``deploy_run`` request, deploy an earlier run's approved model."""
+    ``deploy_run`` request, deploy an earlier run's approved model, or, for an ``undeploy``
+    request, delete the endpoint that serves a run."""
     on_failure = failure_path(scope, r)
     finish = _finish(scope, r, on_failure=on_failure)
     deployment = deploy(scope, r, then=finish, on_failure=on_failure)
@@ -65,7 +68,16 @@ def build_definition(scope: Construct, r: WorkflowResources) -> sfn.IChainable:
         comment="Create the experiment, the run's trial and its run component.",
     )
     catch(started, on_failure)
-    started.next(trained)
+    started.next(
+        resume_point(
+            scope,
+            train=trained,
+            record=gated,
+            register=registered,
+            deploy=should_deploy,
+            complete=finish,
+        )
+    )
     use_registered = sfn.Pass(
         scope,
         "Use the registered model",
@@ -84,13 +96,18 @@ def build_definition(scope: Construct, r: WorkflowResources) -> sfn.IChainable:
         sfn.Choice(scope, "Train or deploy?")
         .when(Condition.string_equals("$.run.mode", "deploy"), use_registered)
         .when(Condition.string_equals("$.run.mode", "approval"), approval_handled)
+        .when(
+            Condition.string_equals("$.run.mode", "undeploy"),
+            undeploy(scope, r, on_failure=on_failure),
+        )
         .otherwise(started)
     )
     receive = sfn.Pass(
         scope,
         "Receive run request",
-        comment="Keep the execution input as $.request; {} means all defaults.",
-        parameters={"request.$": "$", "execution_name.$": "$$.Execution.Name"},
+        comment="Keep the execution input as $.request; {} means all defaults. $.training is "
+        "{} until a job completes (a failure is recorded with it: a retry does not train again).",
+        parameters={"request.$": "$", "execution_name.$": "$$.Execution.Name", "training": {}},
     )
     launch = lambda_step(
         scope,

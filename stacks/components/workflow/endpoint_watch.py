@@ -1,7 +1,9 @@
-"""One endpoint wait loop: poll DescribeEndpoint every ``poll_seconds``, at most ``max_polls``
-times, until the endpoint serves the expected config; each other outcome has its own next state.
+"""Endpoint wait loops: poll DescribeEndpoint every ``poll_seconds``, at most ``max_polls`` times.
 
-Used for the deployment and for the restore of the previous config during a rollback."""
+``endpoint_watch`` waits until the endpoint serves the expected config (each other outcome has
+its own next state): the deployment, and the restore of the previous config during a rollback.
+``settle`` waits until the endpoint has left Creating/Updating (SageMaker refuses DeleteEndpoint
+and UpdateEndpoint meanwhile): before a rollback, and before an undeploy."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from stacks.components.workflow.steps import catch, sagemaker_sdk_step
 
 Condition = sfn.Condition
 
-__all__ = ["DEPLOYMENT", "IN_TRANSITION", "Watch", "endpoint_watch"]
+__all__ = ["DEPLOYMENT", "IN_TRANSITION", "Settle", "Watch", "endpoint_watch", "settle"]
 
 DEPLOYMENT = "$.run.deployment"
 #: DescribeEndpoint statuses after which waiting longer cannot help.
@@ -105,4 +107,83 @@ def endpoint_watch(
     )
     count.next(store).next(too_long)
     start.next(wait).next(check).next(verdict)
+    return start
+
+
+@dataclass(frozen=True)
+class Settle:
+    """State names and paths of one wait for an endpoint to leave its transition."""
+
+    start: str
+    check: str
+    settled: str
+    wait: str
+    count: str
+    store: str
+    too_long: str
+    #: JSONPath of the endpoint's name, and of the object holding poll_seconds and max_polls.
+    endpoint_name: str
+    plan: str
+    polls: str
+    #: Where DescribeEndpoint's answer goes.
+    status: str
+    #: Where an error of the check goes.
+    error_path: str
+    comment: str
+
+
+def settle(
+    scope: Construct,
+    names: Settle,
+    *,
+    then: sfn.IChainable,
+    blocked: sfn.IChainable,
+    on_failure: sfn.IChainable,
+) -> sfn.IChainable:
+    """Check the endpoint at once, then every ``poll_seconds`` (at most ``max_polls`` checks)
+    until it is no longer in transition; then ``then``, or ``blocked`` when it never settles.
+
+    A wait that timed out, or a failure during Creating/Updating, leaves the endpoint in
+    transition, and SageMaker refuses DeleteEndpoint and UpdateEndpoint on it until it settles
+    ("Cannot update in-progress endpoint"): acting at once would fail, and leave the endpoint to
+    come up later, billing or serving."""
+    polls = names.polls
+    start = sfn.Pass(scope, names.start, result=sfn.Result.from_number(0), result_path=polls)
+    check = sagemaker_sdk_step(
+        scope,
+        names.check,
+        "describeEndpoint",
+        {"EndpointName.$": names.endpoint_name},
+        comment=names.comment,
+        result_path=names.status,
+    )
+    catch(check, on_failure, result_path=names.error_path)
+    wait = sfn.Wait(scope, names.wait, time=sfn.WaitTime.seconds_path(f"{names.plan}.poll_seconds"))
+    count = sfn.Pass(
+        scope,
+        names.count,
+        parameters={"value.$": f"States.MathAdd({polls}, 1)"},
+        result_path=f"{polls}_next",
+    )
+    store = sfn.Pass(scope, names.store, input_path=f"{polls}_next.value", result_path=polls)
+    too_long = (
+        sfn.Choice(scope, names.too_long)
+        .when(
+            Condition.number_greater_than_equals_json_path(polls, f"{names.plan}.max_polls"),
+            blocked,
+        )
+        .otherwise(wait)
+    )
+    status = f"{names.status}.EndpointStatus"
+    settled = (
+        sfn.Choice(scope, names.settled)
+        .when(
+            Condition.or_(*(Condition.string_equals(status, s) for s in IN_TRANSITION)),
+            count,
+        )
+        .otherwise(then)
+    )
+    count.next(store).next(too_long)
+    wait.next(check)
+    start.next(check).next(settled)
     return start

@@ -58,9 +58,10 @@ def failure_path(scope: Construct, r: WorkflowResources) -> sfn.IChainable:
         scope,
         "Record failure",
         r.record_function,
-        {"milestone": "failed", "run.$": "$.run", "error.$": "$.error"},
+        {"milestone": "failed", "run.$": "$.run", "error.$": "$.error", "training.$": "$.training"},
         result_path="$.summary",
-        comment="Mark the run failed with its cause.",
+        comment="Mark the run failed with its cause, and the training job that completed (if "
+        "one did: a retry resumes after it).",
     )
     record_invalid = lambda_step(
         scope,

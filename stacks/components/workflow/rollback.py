@@ -9,9 +9,10 @@ from constructs import Construct
 
 from stacks.components.workflow.endpoint_watch import (
     DEPLOYMENT,
-    IN_TRANSITION,
+    Settle,
     Watch,
     endpoint_watch,
+    settle,
 )
 from stacks.components.workflow.steps import catch, sagemaker_sdk_step
 
@@ -104,55 +105,25 @@ def rollback(scope: Construct, on_failure: sfn.IChainable) -> sfn.IChainable:
 def _settle(
     scope: Construct, *, then: sfn.IChainable, blocked: sfn.IChainable, on_failure: sfn.IChainable
 ) -> sfn.IChainable:
-    """Wait (at most ``max_polls`` checks) until the endpoint is no longer in transition.
-
-    A wait that timed out, or a failure during Creating/Updating, leaves the endpoint in
-    transition, and SageMaker refuses DeleteEndpoint and UpdateEndpoint on it until it settles
-    ("Cannot update in-progress endpoint"); acting at once would fail the rollback and leave the
-    endpoint to come up later, billing or serving an untested model."""
-    polls = "$.endpoint.settle_polls"
-    start = sfn.Pass(
-        scope, "Start rollback wait counter", result=sfn.Result.from_number(0), result_path=polls
-    )
-    check = sagemaker_sdk_step(
+    """Wait (at most ``max_polls`` checks) until the endpoint is no longer in transition."""
+    return settle(
         scope,
-        "Check endpoint before rollback",
-        "describeEndpoint",
-        {"EndpointName.$": f"{DEPLOYMENT}.endpoint_name"},
-        comment="Delete and update are refused while the endpoint is in transition.",
-        result_path="$.endpoint.settling",
+        Settle(
+            start="Start rollback wait counter",
+            check="Check endpoint before rollback",
+            settled="Endpoint settled?",
+            wait="Wait before rollback",
+            count="Count rollback wait",
+            store="Store rollback wait count",
+            too_long="Waited too long to roll back?",
+            endpoint_name=f"{DEPLOYMENT}.endpoint_name",
+            plan=DEPLOYMENT,
+            polls="$.endpoint.settle_polls",
+            status="$.endpoint.settling",
+            error_path="$.error.rollback",
+            comment="Delete and update are refused while the endpoint is in transition.",
+        ),
+        then=then,
+        blocked=blocked,
+        on_failure=on_failure,
     )
-    catch(check, on_failure, result_path="$.error.rollback")
-    wait = sfn.Wait(
-        scope, "Wait before rollback", time=sfn.WaitTime.seconds_path(f"{DEPLOYMENT}.poll_seconds")
-    )
-    count = sfn.Pass(
-        scope,
-        "Count rollback wait",
-        parameters={"value.$": f"States.MathAdd({polls}, 1)"},
-        result_path=f"{polls}_next",
-    )
-    store = sfn.Pass(
-        scope, "Store rollback wait count", input_path=f"{polls}_next.value", result_path=polls
-    )
-    too_long = (
-        sfn.Choice(scope, "Waited too long to roll back?")
-        .when(
-            Condition.number_greater_than_equals_json_path(polls, f"{DEPLOYMENT}.max_polls"),
-            blocked,
-        )
-        .otherwise(wait)
-    )
-    status = "$.endpoint.settling.EndpointStatus"
-    settled = (
-        sfn.Choice(scope, "Endpoint settled?")
-        .when(
-            Condition.or_(*(Condition.string_equals(status, s) for s in IN_TRANSITION)),
-            count,
-        )
-        .otherwise(then)
-    )
-    count.next(store).next(too_long)
-    wait.next(check)
-    start.next(check).next(settled)
-    return start
