@@ -46,6 +46,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -282,6 +283,23 @@ class StateStore:
             return self._connect()
 
     def _connect(self) -> sqlite3.Connection:
+        """A connection in WAL mode with the schema in place. Opening races another process
+        that is switching the new file to WAL or checkpointing it as its last connection
+        closes: SQLite then answers "database is locked" at once, without waiting through its
+        busy handler (measured: 3 runs in 10 of two processes starting together), so the
+        open is retried for as long as a writer would wait."""
+        deadline = time.monotonic() + _BUSY_TIMEOUT_SECONDS
+        delay = 0.005
+        while True:
+            try:
+                return self._connect_once()
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() + delay > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.25)
+
+    def _connect_once(self) -> sqlite3.Connection:
         connection = sqlite3.connect(
             self.path,
             timeout=_BUSY_TIMEOUT_SECONDS,

@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import boto3
@@ -311,3 +312,41 @@ def test_runs_left_unfinished_by_an_ended_process_are_listed_as_interrupted(
     assert runs["early"]["status"] == "interrupted"
     assert "launch the same request again" in runs["early"]["interrupted"]["hint"]
     assert session.store.execution("early").status == INTERRUPTED  # type: ignore[union-attr]
+
+
+_OPEN_AT = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from finetune.local.store import StateStore
+
+    start = float(sys.argv[2])
+    time.sleep(max(0.0, start - time.time()))
+    while time.time() < start + 0.5:  # new terminals, one after another, while others write
+        store = StateStore(Path(sys.argv[1]))
+        with store.transaction() as connection:
+            connection.execute("SELECT 1")
+        store.close()
+    """
+)
+
+
+def test_terminals_opening_a_new_store_at_the_same_instant_all_get_it(tmp_path: Path) -> None:
+    """Switching a new database to WAL takes an exclusive lock and SQLite answers "database is
+    locked" at once, without its busy handler, when another connection holds one (observed:
+    3 runs in 10 of the two-process test failed): the first commands of two terminals must both
+    open the store."""
+    store_path = tmp_path / "state.db"
+    start = time.time() + 1.0  # every process imported and waiting
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", _OPEN_AT, str(store_path), str(start)],
+            cwd=REPO,
+            env=cli_environment(),
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(6)
+    ]
+    for process in processes:
+        _, err = process.communicate(timeout=60)
+        assert process.returncode == 0, err.decode()[-1500:]
