@@ -1,5 +1,5 @@
-"""``finetune``: launch, watch, compare, promote/deploy, undeploy and estimate fine-tuning runs;
-list the endpoints that serve them.
+"""``finetune``: launch, watch, retry, compare, promote/deploy, undeploy and estimate fine-tuning
+runs; list the endpoints that serve them.
 
 Talks to the deployed platform on AWS, or, with ``--local`` (the default without AWS
 credentials), to the embedded local backend that runs the synthesized workflow on this machine.
@@ -397,6 +397,33 @@ def promote(
         _follow(
             options,
             lambda backend, reporter: backend.promote(run_id, reporter=reporter, serve=serve),
+        )
+
+    _run(ctx, action, json_output=json_output, local=local, aws=aws)
+
+
+@app.command()
+def retry(
+    ctx: typer.Context,
+    run_id: Annotated[str, typer.Argument(help="Run id of a failed or stopped run.")],
+    wait: Annotated[
+        bool, typer.Option("--wait/--no-wait", help="Follow the run until it ends (AWS).")
+    ] = True,
+    json_output: JsonFlag = False,
+    local: LocalFlag = False,
+    aws: AwsFlag = False,
+) -> None:
+    """Resume a run that did not finish at its first step that did not complete (its run
+    record says which): completed steps are not repeated, training resumes as the run's next
+    attempt from its checkpoints. The same as {"retry_run": RUN} in the console."""
+
+    def action(options: Options) -> None:
+        check_run_id(run_id)
+        _follow(
+            options,
+            lambda backend, reporter: backend.launch(
+                {"retry_run": run_id}, reporter=reporter, wait=wait, serve=False
+            ),
         )
 
     _run(ctx, action, json_output=json_output, local=local, aws=aws)

@@ -161,6 +161,22 @@ def test_endpoints_lists_what_serves_and_undeploy_deletes_it(
     assert served["status"] == "completed"
 
 
+def test_retry_resumes_only_runs_that_did_not_finish(
+    demo: tuple[Path, list[dict[str, Any]]],
+) -> None:
+    """`finetune retry` reaches the launch's retry resolution (tests/workflow/test_retry.py
+    executes the resumed paths); a completed run and an unknown one are refused, exit 2."""
+    state, _ = demo
+    completed = invoke(state, "retry", "demo-lr-3e-4")
+    assert completed.exit_code == 2, completed.output
+    assert "ended completed: there is nothing to retry" in completed.output
+    unknown = invoke(state, "retry", "never-launched")
+    assert unknown.exit_code == 2, unknown.output
+    assert "no run 'never-launched' is recorded" in unknown.output
+    rows = json.loads(invoke(state, "runs", "--json").stdout)
+    assert {r["run_id"] for r in rows} == {"demo-lr-3e-4", "demo-lr-3e-3"}
+
+
 def test_a_run_the_platform_refuses_exits_2_without_training(
     demo: tuple[Path, list[dict[str, Any]]], tmp_path: Path
 ) -> None:
