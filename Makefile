@@ -58,7 +58,7 @@ format: setup-dev ## Apply ruff's fixes and formatting
 	$(BIN)/ruff format .
 
 test: setup-dev lint ## Lint, then the whole test suite (offline, both cores)
-	$(BIN)/python -m pytest -n 2
+	$(BIN)/python -m pytest -n 2 --dist worksteal
 
 test-fast: setup-dev ## The suite without the slow (training / pipeline) tests
 	$(BIN)/python -m pytest -m "not slow"
