@@ -15,21 +15,23 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
 from rich.live import Live
-from rich.table import Table
 from rich.text import Text
 
 from finetune.backends.base import Backend, ExecutionOutcome
 from finetune.backends.common import check_run_id, elide
+from finetune.cli_options import AwsFlag, JsonFlag, LocalFlag
 from finetune.data_commands import data_app
+from finetune.endpoint_commands import deploy_command, endpoints_command, undeploy_command
 from finetune.errors import EXIT_FAILED, EXIT_USAGE, CliError
 from finetune.invoke import invoke_command
 from finetune.progress import RunProgress
-from finetune.records import INTERRUPTED_HINT, KEY_PARAMETERS, RunRow, mark_best, run_row
+from finetune.records import RunRow, mark_best, run_row
+from finetune.run_tables import metric_option, print_comparison, print_runs
 from finetune.runfile import load_run_file
 from finetune.stage_model import stage_model_command
 
@@ -43,16 +45,14 @@ app = typer.Typer(
 app.add_typer(data_app)  # finetune data check | upload
 app.command("stage-model")(stage_model_command)  # a pinned Hub snapshot in the datasets bucket
 app.command("invoke")(invoke_command)  # ask a deployed model
+app.command("deploy")(deploy_command)
+app.command("undeploy")(undeploy_command)
+app.command("endpoints")(endpoints_command)
 REPO = Path(__file__).resolve().parents[1]
 DEMO_RUNS = (REPO / "examples/runs/local-demo-a.yaml", REPO / "examples/runs/local-demo-b.yaml")
 T = TypeVar("T")
 
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
-LocalFlag = Annotated[
-    bool, typer.Option("--local", help="Use the embedded local backend (no AWS account).")
-]
-AwsFlag = Annotated[bool, typer.Option("--aws", help="Use the deployed platform on AWS.")]
 MetricOption = Annotated[
     str | None,
     typer.Option(
@@ -336,7 +336,7 @@ def runs(
         rows = [run_row(r, local=backend.name == "local") for r in backend.records()]
         if experiment:
             rows = [r for r in rows if r.experiment == experiment]
-        _print_rows(options, mark_best(rows[:limit], _metric(metric)), _print_runs)
+        _print_rows(options, mark_best(rows[:limit], metric_option(metric)), print_runs)
 
     _run(ctx, action, json_output=json_output, local=local, aws=aws)
 
@@ -366,7 +366,7 @@ def compare(
             raise CliError(f"--plot {plot}: give a .png or .html file", exit_code=EXIT_USAGE)
         backend = _backend(options)
         rows = [run_row(backend.record(r), local=backend.name == "local") for r in run_ids]
-        rows = mark_best(rows, _metric(metric), reference=rows[0])
+        rows = mark_best(rows, metric_option(metric), reference=rows[0])
         if plot is not None:
             from finetune.plots import loss_curves, write_plot
 
@@ -374,7 +374,7 @@ def compare(
             tracking = session.mlflow_uri if session else os.environ.get("MLFLOW_TRACKING_URI")
             write_plot(rows, loss_curves(tracking, rows), plot)
             options.err.print(f"plot: {plot}", highlight=False)
-        _print_rows(options, rows, _print_comparison)
+        _print_rows(options, rows, print_comparison)
 
     _run(ctx, action, json_output=json_output, local=local, aws=aws)
 
@@ -430,96 +430,6 @@ def retry(
 
 
 @app.command()
-def deploy(
-    ctx: typer.Context,
-    run_id: Annotated[str, typer.Argument(help="Run id.")],
-    instance_type: Annotated[
-        str | None, typer.Option(help="Serve on this instance type (default: the run's).")
-    ] = None,
-    instance_count: Annotated[
-        int | None, typer.Option(min=1, max=10, help="Instances (default: the run's).")
-    ] = None,
-    serve: Annotated[
-        bool, typer.Option(help="Local: keep serving the deployed endpoint until Ctrl-C.")
-    ] = False,
-    json_output: JsonFlag = False,
-    local: LocalFlag = False,
-    aws: AwsFlag = False,
-) -> None:
-    """Approve a run's model package and deploy it (what promote does); options override the
-    run's own deployment settings. A run whose endpoint was undeployed is deployed again."""
-
-    def action(options: Options) -> None:
-        check_run_id(run_id)
-        overrides = {
-            key: value
-            for key, value in (
-                ("instance_type", instance_type),
-                ("initial_instance_count", instance_count),
-            )
-            if value is not None
-        }
-        _follow(
-            options,
-            lambda backend, reporter: backend.promote(
-                run_id,
-                reporter=reporter,
-                serve=serve,
-                deployment=_deployment_of(backend, run_id, overrides) if overrides else None,
-            ),
-        )
-
-    _run(ctx, action, json_output=json_output, local=local, aws=aws)
-
-
-def _deployment_of(backend: Backend, run_id: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The run's requested deployment settings with ``overrides``."""
-    requested = backend.record(run_id)["run"]["request"].get("deployment") or {}
-    return {**requested, **overrides}
-
-
-@app.command()
-def undeploy(
-    ctx: typer.Context,
-    endpoint: Annotated[
-        str, typer.Argument(help="Endpoint (with or without the platform prefix) or run id.")
-    ],
-    json_output: JsonFlag = False,
-    local: LocalFlag = False,
-    aws: AwsFlag = False,
-) -> None:
-    """Delete an endpoint of the platform (its model, config and package stay; finetune deploy
-    serves the run again); recorded on the run it served."""
-
-    def action(options: Options) -> None:
-        check_run_id(endpoint)  # endpoint names follow the same rule
-        _follow(options, lambda backend, reporter: backend.undeploy(endpoint, reporter=reporter))
-
-    _run(ctx, action, json_output=json_output, local=local, aws=aws)
-
-
-@app.command()
-def endpoints(
-    ctx: typer.Context,
-    json_output: JsonFlag = False,
-    local: LocalFlag = False,
-    aws: AwsFlag = False,
-) -> None:
-    """The platform's endpoints: instances, approximate $/h now, the run each serves."""
-
-    def action(options: Options) -> None:
-        from finetune.endpoints import print_endpoints
-
-        rows = _backend(options).endpoints()
-        if options.json:
-            options.out.print_json(json.dumps([row.to_dict() for row in rows]))
-        else:
-            print_endpoints(options.out, rows)
-
-    _run(ctx, action, json_output=json_output, local=local, aws=aws)
-
-
-@app.command()
 def demo(
     ctx: typer.Context,
     keep: Annotated[
@@ -547,7 +457,7 @@ def demo(
             if outcome.status != "SUCCEEDED":
                 raise CliError(f"demo run {outcome.run_id} {outcome.status.lower()}")
         rows = mark_best([run_row(r, local=True) for r in backend.records()])
-        _print_rows(options, rows, _print_runs)
+        _print_rows(options, rows, print_runs)
         options.err.print(
             f"MLflow: mlflow ui --backend-store-uri {backend.session.mlflow_uri}", style="dim"
         )
@@ -607,113 +517,6 @@ def _describe_outcome(console: Console, outcome: ExecutionOutcome) -> None:
         console.print(
             _line("  ", (outcome.error, "red"), ": ", outcome.cause or ""), highlight=False
         )
-
-
-def _number(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4g}"
-
-
-def _metric(name: str | None) -> str | None:
-    from runspec.request import EVALUATION_METRICS
-
-    if name is not None and name not in EVALUATION_METRICS:
-        raise CliError(
-            f"--metric {name!r}: not one of {', '.join(EVALUATION_METRICS)}", exit_code=EXIT_USAGE
-        )
-    return name
-
-
-def _task_metrics(rows: list[RunRow]) -> list[str]:
-    from runspec.request import EVALUATION_METRICS
-
-    return [
-        m
-        for m in EVALUATION_METRICS
-        if m not in ("eval_loss", "perplexity") and any(m in r.metrics for r in rows)
-    ]
-
-
-def _print_runs(console: Console, rows: list[RunRow]) -> None:
-    if not rows:
-        console.print("no runs yet")
-        return
-    metric = rows[0].ranked_by
-    tasks = _task_metrics(rows)
-    table = Table(
-        title=f"Fine-tuning runs (best marked ★: best {metric} among passing runs comparable "
-        "with the newest; ≠ scored on another basis, not comparable)"
-    )
-    for column in (
-        "",
-        "run",
-        "status",
-        "base model",
-        *KEY_PARAMETERS[:3],
-        "eval_loss",
-        "perplexity",
-        *tasks,
-        "cost $",
-        "updated",
-    ):
-        table.add_column(column, no_wrap=column in ("run", "status"))
-    for row in rows:
-        table.add_row(
-            "★" if row.best else "≠" if not row.comparable else "",
-            row.run_id,
-            row.status,
-            row.base_model.rsplit("/", 2)[-2] if row.base_model.endswith("/") else row.base_model,
-            *(row.parameters.get(name, "-") for name in KEY_PARAMETERS[:3]),
-            _number(row.eval_loss),
-            _number(row.perplexity),
-            *(_number(row.metrics.get(m)) for m in tasks),
-            "local" if row.cost_usd is None else f"{row.cost_usd:.2f}",
-            row.updated_at[:19].replace("T", " "),
-        )
-    console.print(table)
-    for row in rows:
-        if not row.comparable:
-            console.print(
-                f"≠ {row.run_id}: not comparable on {metric} ({row.not_comparable})",
-                style="dim",
-                highlight=False,
-            )
-    if any(row.status == "interrupted" for row in rows):
-        console.print(
-            f"interrupted: {INTERRUPTED_HINT} (or promote it again, if its deployment was)",
-            style="dim",
-            highlight=False,
-        )
-
-
-def _print_comparison(console: Console, rows: list[RunRow]) -> None:
-    table = Table(title="Runs side by side")
-    table.add_column("")
-    for row in rows:
-        table.add_column(("★ " if row.best else "") + row.run_id)
-    fields: list[tuple[str, Callable[[RunRow], Any]]] = [
-        ("status", lambda r: r.status),
-        ("base model", lambda r: r.base_model),
-        ("instance", lambda r: f"{r.instance_type}{' (spot)' if r.spot else ''}"),
-        *((name, lambda r, n=name: r.parameters.get(n, "-")) for name in KEY_PARAMETERS),
-        ("eval_loss", lambda r: _number(r.eval_loss)),
-        ("perplexity", lambda r: _number(r.perplexity)),
-        *((name, lambda r, n=name: _number(r.metrics.get(n))) for name in _task_metrics(rows)),
-        ("train_loss", lambda r: _number(r.train_loss)),
-        (
-            "scored on",
-            lambda r: f"{r.scored['dataset']} {r.scored['data_sha256'][:12]}" if r.scored else "-",
-        ),
-        (
-            f"comparable ({rows[0].ranked_by})",
-            lambda r: "yes" if r.comparable else f"no: {r.not_comparable}",
-        ),
-        ("gate", lambda r: r.gate or "-"),
-        ("model package", lambda r: r.model_package or "-"),
-        ("endpoint", lambda r: r.endpoint or "-"),
-    ]
-    for label, value in fields:
-        table.add_row(label, *(str(value(r)) for r in rows))
-    console.print(table)
 
 
 def main() -> None:

@@ -31,6 +31,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from finetune.cli_options import AwsFlag, JsonFlag, LocalFlag
 from finetune.errors import EXIT_USAGE, CliError
 
 if TYPE_CHECKING:
@@ -57,11 +58,6 @@ TrainArgument = Annotated[
 ValidationOption = Annotated[
     Path | None, typer.Option("--validation", help="Validation data: a JSONL file or folder.")
 ]
-JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
-LocalFlag = Annotated[
-    bool, typer.Option("--local", help="Use the embedded local backend (no AWS account).")
-]
-AwsFlag = Annotated[bool, typer.Option("--aws", help="Use the deployed platform on AWS.")]
 
 
 # -- progress ---------------------------------------------------------------------------------

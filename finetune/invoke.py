@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from finetune.data_commands import AwsFlag, JsonFlag, LocalFlag
+from finetune.cli_options import AwsFlag, JsonFlag, LocalFlag
 from finetune.errors import EXIT_USAGE, CliError
 
 __all__ = ["invoke_command", "tgi_request"]

@@ -21,7 +21,7 @@ from typing import Annotated, Any
 
 import typer
 
-from finetune.data_commands import AwsFlag, JsonFlag, LocalFlag
+from finetune.cli_options import AwsFlag, JsonFlag, LocalFlag
 from finetune.errors import EXIT_USAGE, CliError
 from runspec.request import HUB_ID
 
