@@ -1,10 +1,16 @@
-"""What the platform tells its Lambdas (and the local backend) through environment variables."""
+"""What the platform tells its Lambdas (and the local backend) through environment variables.
+
+One typed declaration (a frozen pydantic model): each field's type and default are the rule for
+its ``FT_<NAME>`` variable; the stack writes them with ``to_env`` and the functions read them
+back with ``from_env``, which names every missing or malformed variable."""
 
 from __future__ import annotations
 
 import json
+import typing
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 __all__ = ["PlatformSettings", "SettingsError"]
 
@@ -13,9 +19,12 @@ class SettingsError(RuntimeError):
     """The function's environment is incomplete: a deployment problem, not a user error."""
 
 
-@dataclass(frozen=True, kw_only=True)
-class PlatformSettings:
+class PlatformSettings(BaseModel):
     """Deployment facts the launch and record steps need. Read from ``FT_*`` variables."""
+
+    # Strict: "maybe" is not a boolean and "sixty" not a number (the environment is strings,
+    # converted by from_env before validation); unknown fields are errors.
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     prefix: str
     region: str
@@ -54,36 +63,32 @@ class PlatformSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> PlatformSettings:
         values: dict[str, object] = {}
-        missing: list[str] = []
-        for f in fields(cls):
-            name = _variable(f.name)
-            if name not in environ:
-                if f.name not in _OPTIONAL:
-                    missing.append(name)
-                continue
-            raw = environ[name]
-            if f.name in ("allowed_training_instance_types", "judge_model_ids"):
-                values[f.name] = tuple(json.loads(raw))
-            elif f.name in ("internet_egress", "allow_trust_remote_code"):
-                values[f.name] = raw.lower() == "true"
-            elif f.name in (
-                "endpoint_poll_seconds",
-                "endpoint_max_polls",
-                "max_training_instances",
-                "training_capacity_retries",
-                "training_capacity_backoff_seconds",
-            ):
-                values[f.name] = int(raw)
-            else:
-                values[f.name] = raw
-        if missing:
-            raise SettingsError(f"function environment lacks {', '.join(missing)}")
-        return cls(**values)  # type: ignore[arg-type]
+        problems: list[str] = []
+        for name, field in cls.model_fields.items():
+            variable = _variable(name)
+            if variable not in environ:
+                continue  # a required one is reported missing by validation
+            try:
+                values[name] = _parse(environ[variable], field.annotation)
+            except ValueError as error:
+                problems.append(f"{variable}: {error}")
+        try:
+            settings = cls.model_validate(values)
+        except ValidationError as error:
+            missing = [
+                _variable(str(e["loc"][0])) for e in error.errors() if e["type"] == "missing"
+            ]
+            if missing:
+                raise SettingsError(f"function environment lacks {', '.join(missing)}") from None
+            problems += [f"{_variable(str(e['loc'][0]))}: {e['msg']}" for e in error.errors()]
+        if problems:
+            raise SettingsError(f"function environment: {'; '.join(problems)}")
+        return settings
 
     def to_env(self) -> dict[str, str]:
         """The environment variables that ``from_env`` reads back."""
         out: dict[str, str] = {}
-        for name, value in asdict(self).items():
+        for name, value in self.model_dump().items():
             if isinstance(value, tuple):
                 out[_variable(name)] = json.dumps(list(value))
             elif isinstance(value, bool):
@@ -93,17 +98,24 @@ class PlatformSettings:
         return out
 
 
-_OPTIONAL = (
-    "kms_key_arn",
-    "allow_trust_remote_code",
-    "mlflow_tracking_arn",
-    "endpoint_poll_seconds",
-    "endpoint_max_polls",
-    "max_training_instances",
-    "judge_model_ids",
-    "training_capacity_retries",
-    "training_capacity_backoff_seconds",
-)
+def _parse(raw: str, annotation: object) -> object:
+    """A variable's string as its field's type: a JSON list for tuples, true/false for
+    booleans, a decimal for integers."""
+    if typing.get_origin(annotation) is tuple:
+        decoded = json.loads(raw) if raw.startswith("[") else None
+        if not isinstance(decoded, list):
+            raise ValueError(f"expected a JSON list, got {raw[:60]!r}")
+        return tuple(decoded)
+    if annotation is bool:
+        if raw.lower() not in ("true", "false"):
+            raise ValueError(f"expected true or false, got {raw[:60]!r}")
+        return raw.lower() == "true"
+    if annotation is int:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"expected an integer, got {raw[:60]!r}") from None
+    return raw
 
 
 def _variable(field_name: str) -> str:

@@ -26,8 +26,9 @@ from stacks.nag import acknowledge_wildcard_resources
 #: (recording, registration, retries). An execution timeout is caught by nothing - no record,
 #: no notification - so a run launch accepted must never reach it. (A Standard workflow may run
 #: for a year: this is about 170 days.)
+_DEFAULTS = PlatformSettings.model_fields
 _ENDPOINT_WAIT_SECONDS = (
-    PlatformSettings.endpoint_poll_seconds * PlatformSettings.endpoint_max_polls
+    _DEFAULTS["endpoint_poll_seconds"].default * _DEFAULTS["endpoint_max_polls"].default
 )
 _TRAINING_SECONDS = (MAX_CAPACITY_RETRIES + 1) * MAX_TRAINING_HOURS * 3600 + (
     MAX_CAPACITY_RETRIES * MAX_BACKOFF_SECONDS
