@@ -4,37 +4,16 @@ repeated, is a new attempt from the run's checkpoints."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
-from finetune.local.executions import ExecutionResult, wait_for_execution
-from launch_run.logic import start_run
 from runspec.request import RunRequestError
-from runspec.settings import PlatformSettings
 from tests.report import report
 from tests.workflow.conftest import Workflow
+from tests.workflow.launching import start
 from tests.workflow.test_attempts import CAPACITY_ERROR
 from tests.workflow.test_execution import packages, run_record
 
 FAULT = ("Injected.ServiceFailure", "injected: the service failed")
-
-
-def start(flow: Workflow, payload: dict[str, Any]) -> tuple[dict[str, Any], ExecutionResult]:
-    """Start ``payload`` as ``finetune retry`` and the launch function do."""
-    settings = PlatformSettings.from_env(flow.platform.launch_environment)
-    started = start_run(
-        payload,
-        settings,
-        sfn=flow.client("stepfunctions"),
-        s3=flow.client("s3"),
-        ecr=flow.client("ecr"),
-        sagemaker=flow.client("sagemaker"),
-    )
-    result = wait_for_execution(
-        flow.client("stepfunctions"), started["execution_arn"], timeout_seconds=120
-    )
-    return started, result
 
 
 def milestones(flow: Workflow, run_id: str) -> list[str]:

@@ -4,12 +4,9 @@ the change is recorded on the run with who, when and what it cost, and the run d
 from __future__ import annotations
 
 import json
-from typing import Any
 
-from finetune.local.executions import ExecutionResult, wait_for_execution
-from launch_run.logic import start_run
-from runspec.settings import PlatformSettings
 from tests.workflow.conftest import Workflow
+from tests.workflow.launching import start
 from tests.workflow.test_execution import notifications, run_record
 
 ALICE = "arn:aws:iam::123456789012:user/alice"
@@ -25,23 +22,6 @@ UNDEPLOY_PATH = [
     "Notify endpoint undeployed",
     "Endpoint undeployed",
 ]
-
-
-def start(flow: Workflow, payload: dict[str, Any]) -> tuple[dict[str, Any], ExecutionResult]:
-    """Start ``payload`` as the CLI and the launch function do (start_run names the execution)."""
-    settings = PlatformSettings.from_env(flow.platform.launch_environment)
-    started = start_run(
-        payload,
-        settings,
-        sfn=flow.client("stepfunctions"),
-        s3=flow.client("s3"),
-        ecr=flow.client("ecr"),
-        sagemaker=flow.client("sagemaker"),
-    )
-    result = wait_for_execution(
-        flow.client("stepfunctions"), started["execution_arn"], timeout_seconds=120
-    )
-    return started, result
 
 
 def endpoint_names(flow: Workflow) -> list[str]:
