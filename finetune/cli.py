@@ -24,7 +24,7 @@ from rich.text import Text
 
 from finetune.backends.base import Backend, ExecutionOutcome
 from finetune.backends.common import check_run_id, elide
-from finetune.cli_options import AwsFlag, JsonFlag, LocalFlag
+from finetune.cli_options import AwsFlag, JsonFlag, LocalFlag, ServeFlag, WaitFlag
 from finetune.data_commands import data_app
 from finetune.endpoint_commands import deploy_command, endpoints_command, undeploy_command
 from finetune.errors import EXIT_FAILED, EXIT_USAGE, CliError
@@ -275,12 +275,8 @@ def estimate(
 def launch(
     ctx: typer.Context,
     run_file: Annotated[Path, typer.Argument(help="Run request (YAML or JSON).")],
-    wait: Annotated[
-        bool, typer.Option("--wait/--no-wait", help="Follow the run until it ends (AWS).")
-    ] = True,
-    serve: Annotated[
-        bool, typer.Option(help="Local: keep serving the deployed endpoint until Ctrl-C.")
-    ] = False,
+    wait: WaitFlag = True,
+    serve: ServeFlag = False,
     json_output: JsonFlag = False,
     local: LocalFlag = False,
     aws: AwsFlag = False,
@@ -383,9 +379,7 @@ def compare(
 def promote(
     ctx: typer.Context,
     run_id: Annotated[str, typer.Argument(help="Run id.")],
-    serve: Annotated[
-        bool, typer.Option(help="Local: keep serving the deployed endpoint until Ctrl-C.")
-    ] = False,
+    serve: ServeFlag = False,
     json_output: JsonFlag = False,
     local: LocalFlag = False,
     aws: AwsFlag = False,
@@ -406,9 +400,7 @@ def promote(
 def retry(
     ctx: typer.Context,
     run_id: Annotated[str, typer.Argument(help="Run id of a failed or stopped run.")],
-    wait: Annotated[
-        bool, typer.Option("--wait/--no-wait", help="Follow the run until it ends (AWS).")
-    ] = True,
+    wait: WaitFlag = True,
     json_output: JsonFlag = False,
     local: LocalFlag = False,
     aws: AwsFlag = False,

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from finetune.backends.common import check_run_id
-from finetune.cli_options import AwsFlag, JsonFlag, LocalFlag
+from finetune.cli_options import AwsFlag, JsonFlag, LocalFlag, ServeFlag
 from finetune.endpoints import print_endpoints
 
 if TYPE_CHECKING:
@@ -30,9 +30,7 @@ def deploy_command(
     instance_count: Annotated[
         int | None, typer.Option(min=1, max=10, help="Instances (default: the run's).")
     ] = None,
-    serve: Annotated[
-        bool, typer.Option(help="Local: keep serving the deployed endpoint until Ctrl-C.")
-    ] = False,
+    serve: ServeFlag = False,
     json_output: JsonFlag = False,
     local: LocalFlag = False,
     aws: AwsFlag = False,
