@@ -17,6 +17,9 @@ with the AWS behaviour it reproduces (``Patch.rule``); the groups are:
 
 Tests may inject a fault into any Task state (``FaultInjector``): the task fails with the given
 error before it calls its service, exactly as if the service had returned that error.
+
+Over 400 lines as one idea: the Step Functions interpreter's patches, installed and removed
+together (endpoint and Lambda patches live in their own modules).
 """
 
 from __future__ import annotations

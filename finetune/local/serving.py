@@ -14,6 +14,9 @@ without; ``return_full_text`` defaults to true (TGI's default for a model served
 folder, which has no Hub pipeline tag); ``details`` / ``decoder_input_details`` add TGI's
 ``details`` object (``finish_reason``, ``generated_tokens``, ``seed``, ``prefill`` with the
 prompt tokens' log-probabilities, the first one ``null``, and ``tokens``). Decoding is greedy.
+
+Over 400 lines as one idea: the serving container's HTTP contract, its request bounds and
+error answers, in one server.
 """
 
 from __future__ import annotations

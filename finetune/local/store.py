@@ -36,6 +36,10 @@ What is stored:
 
 The hooks that write through to this store as the emulated services change are in
 ``finetune/local/durable.py``.
+
+Over 400 lines as one idea: the store's schema and every transaction on it, so that the
+rules that keep concurrent terminals consistent (one writer, package numbers, record merges)
+are read in one place.
 """
 
 from __future__ import annotations

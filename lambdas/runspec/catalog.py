@@ -13,6 +13,9 @@ JSON is read once, on first use, and cached for the life of the process.
 
 Units: memory in GiB (2**30 bytes), compute in dense bf16 TFLOPS (10**12 FLOP/s), prices in USD
 per instance-hour, model sizes in billions (10**9) of parameters.
+
+Over 400 lines as one idea: the catalog's typed models and their lookups, one source for
+GPU memory, prices and model shapes.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ One schema, three callers: the launch Lambda validates every execution's input w
 validates run files before anything is started, and the tests generate requests from it. Every
 field has a documented default, so ``{}`` is a valid request. Unknown fields are errors, never
 dropped; every error names the field (``training.instance_type``) and the rule it broke.
+
+Over 400 lines as one idea: the request's schema (its models, their cross-field rules and
+the error wording) is one contract, also exported as docs/run-request.schema.json.
 """
 
 from __future__ import annotations

@@ -35,6 +35,9 @@ assembled folder's, so a rule change redeploys the functions.
 Streaming: ``JsonlCheck`` takes a file as chunks of bytes in order (or windows of a large
 object with their byte offsets) and keeps one line in memory at a time, plus 8-byte digests of
 the rows for the duplicate and overlap checks (``RowIndex``, bounded by ``INDEX_ROWS``).
+
+Over 400 lines as one idea: the data rules, every one with its message, imported by the
+job, the launch function and the CLI so they can never disagree.
 """
 
 from __future__ import annotations

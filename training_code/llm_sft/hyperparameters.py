@@ -8,6 +8,9 @@ Values arrive in three shapes and all must parse to the same config:
   `True`/`False`, lists as Python reprs (`['q_proj', 'v_proj']`);
 - `SM_HPS` (JSON), where the toolkit has already JSON-decoded what it could (`"1"` -> 1);
 - Python values from callers in-process (tests, the local backend).
+
+Over 400 lines as one idea: the hyperparameter contract (names, defaults, bounds, choices
+and their parsing) that the launch, the CLI and the job share.
 """
 
 from __future__ import annotations
